@@ -1,0 +1,1 @@
+"""The HTTP API (django-ninja): OpenAPI at /openapi.json, docs at /docs."""

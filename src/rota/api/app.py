@@ -1,0 +1,368 @@
+"""HTTP API endpoints. Thin: validation and shapes here, operations in
+``rota.runs.service``; every error is ``{"detail": ...}`` with the right status."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, connection
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI, Query
+from ninja.errors import HttpError
+
+import rota
+from rota.api.auth import TokenOrSession
+from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
+from rota.bus.connection import Bus, connect
+from rota.conf import get_settings
+from rota.domain.params import check_schema
+from rota.domain.snapshot import RunSnapshot
+from rota.domain.states import RunState, seed003_status
+from rota.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
+from rota.models import JobDefinition, JobRun, RunLog
+from rota.runs.service import RunRequest, RunService
+from rota.runs.transitions import RunStore
+
+log = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="rota",
+    version=rota.__version__,
+    description="Jobs, runs, schedules and events of a rota cluster.",
+    auth=TokenOrSession(),
+    urls_namespace="rota-api",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+_ERRORS = {404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}
+
+
+@api.exception_handler(InvalidInput)
+def _invalid(request: HttpRequest, exc: InvalidInput) -> HttpResponse:
+    return api.create_response(request, {"detail": exc.message, "field": exc.field}, status=422)
+
+
+@api.exception_handler(NotFound)
+def _not_found(request: HttpRequest, exc: NotFound) -> HttpResponse:
+    return api.create_response(request, {"detail": exc.message}, status=404)
+
+
+@api.exception_handler(Conflict)
+def _conflict(request: HttpRequest, exc: Conflict) -> HttpResponse:
+    return api.create_response(request, {"detail": exc.message}, status=409)
+
+
+@api.exception_handler(BackendUnavailable)
+def _unavailable(request: HttpRequest, exc: BackendUnavailable) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc)}, status=503)
+
+
+# -- the NATS connection of this process --------------------------------------------
+
+_buses: dict[int, Bus] = {}
+_bus_lock: dict[int, asyncio.Lock] = {}
+
+
+async def get_bus() -> Bus:
+    """One connection per event loop, made on first use."""
+    loop_id = id(asyncio.get_running_loop())
+    bus = _buses.get(loop_id)
+    if bus is not None and not bus.nc.is_closed:
+        return bus
+    lock = _bus_lock.setdefault(loop_id, asyncio.Lock())
+    async with lock:
+        bus = _buses.get(loop_id)
+        if bus is None or bus.nc.is_closed:
+            bus = await connect(get_settings(), name="rota-server", ensure=True)
+            _buses[loop_id] = bus
+    return bus
+
+
+# -- shapes ------------------------------------------------------------------------
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, tz=timezone.utc) if ts else None
+
+
+def run_from_snapshot(s: RunSnapshot, row: JobRun | None = None) -> dict[str, Any]:
+    return {
+        "run_id": s.run_id,
+        "job": s.job,
+        "flow_name": row.flow_name if row else "",
+        "kind": s.kind,
+        "state": s.state,
+        "status": seed003_status(s.state),
+        "attempt": s.attempt,
+        "version": s.version,
+        "leader_epoch": s.leader_epoch,
+        "worker_id": s.worker_id,
+        "params": s.params,
+        "tag": s.tag,
+        "tags": s.tags,
+        "result": s.result,
+        "exit_code": s.exit_code,
+        "error": s.error_summary or None,
+        "error_summary": s.error_summary,
+        "stdout": s.stdout,
+        "stderr": s.stderr,
+        "continuation_state": s.continuation_state,
+        "continuation_check_deadline_at": _dt(s.continuation_deadline_at),
+        "created_at": _dt(s.created_at),
+        "scheduled_for": _dt(s.scheduled_for),
+        "started_at": _dt(s.started_at),
+        "finished_at": _dt(s.finished_at),
+        "heartbeat_at": _dt(s.heartbeat_at),
+        "updated_at": _dt(s.updated_at),
+        "log_ref": row.log_ref if row else "",
+    }
+
+
+def run_from_row(r: JobRun, logs: dict[str, str] | None = None) -> dict[str, Any]:
+    logs = logs or {}
+    return {
+        "run_id": r.id,
+        "job": r.job_name,
+        "flow_name": r.flow_name,
+        "kind": r.kind,
+        "state": r.state,
+        "status": seed003_status(r.state),
+        "attempt": r.attempt,
+        "version": r.version,
+        "leader_epoch": r.leader_epoch,
+        "worker_id": r.worker_id or None,
+        "params": r.params,
+        "tag": r.tag,
+        "tags": r.tags,
+        "result": r.result,
+        "exit_code": r.exit_code,
+        "error": r.error_summary or None,
+        "error_summary": r.error_summary,
+        "stdout": logs.get("stdout", ""),
+        "stderr": logs.get("stderr", ""),
+        "continuation_state": r.continuation_state,
+        "continuation_check_deadline_at": r.continuation_check_deadline_at,
+        "created_at": r.created_at,
+        "scheduled_for": r.scheduled_for,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "heartbeat_at": r.heartbeat_at,
+        "updated_at": r.updated_at,
+        "log_ref": r.log_ref,
+    }
+
+
+def job_out(j: JobDefinition) -> dict[str, Any]:
+    return {
+        "id": j.id,
+        "name": j.name,
+        "kind": j.kind,
+        "target": j.target,
+        "args": j.args,
+        "timeout": j.timeout_seconds,
+        "tags": j.tags,
+        "params_schema": j.params_schema,
+        "default_params": j.default_params,
+        "description": j.description,
+        "category": j.category,
+        "max_attempts": j.max_attempts,
+        "execution_policy": j.execution_policy,
+        "subscribed_events": j.subscribed_events,
+        "enabled": j.enabled,
+        "created_at": j.created_at,
+        "updated_at": j.updated_at,
+    }
+
+
+# -- health --------------------------------------------------------------------------
+
+
+@api.get("/health", auth=None, response={200: HealthOut, 503: HealthOut}, tags=["system"])
+async def health(request: HttpRequest):  # type: ignore[no-untyped-def]
+    """Liveness of this server and its backends. The only anonymous endpoint."""
+
+    def db_ok() -> str:
+        try:
+            with connection.cursor() as cur:
+                cur.execute("SELECT 1")
+            return "ok"
+        except Exception as exc:
+            return f"error: {type(exc).__name__}"
+
+    database = await sync_to_async(db_ok)()
+    try:
+        bus = await asyncio.wait_for(get_bus(), 5)
+        nats = "ok" if bus.nc.is_connected else "reconnecting"
+    except Exception as exc:
+        nats = f"error: {type(exc).__name__}"
+    ok = database == "ok" and nats == "ok"
+    body = {"status": "ok" if ok else "degraded", "database": database, "nats": nats, "version": rota.__version__}
+    return (200 if ok else 503), body
+
+
+# -- jobs ----------------------------------------------------------------------------
+
+
+@api.post("/jobs", response={201: JobOut, **_ERRORS}, tags=["jobs"])
+async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-untyped-def]
+    """Define a job: what to run (kind and target), its arguments, timeout,
+    routing tags and parameter JSON Schema."""
+    check_schema(body.params_schema)
+    if body.default_params and body.params_schema:
+        from rota.domain.params import validate_params
+
+        validate_params(body.params_schema, body.default_params)
+    try:
+        job = await JobDefinition.objects.acreate(
+            name=body.name,
+            kind=body.kind,
+            target=body.target,
+            args=body.args,
+            timeout_seconds=body.timeout,
+            tags=body.tags,
+            params_schema=body.params_schema,
+            default_params=body.default_params,
+            description=body.description,
+            category=body.category,
+            max_attempts=body.max_attempts,
+            execution_policy=body.execution_policy,
+            subscribed_events=body.subscribed_events,
+            enabled=body.enabled,
+        )
+    except IntegrityError:
+        raise Conflict(f"a job named {body.name!r} exists already") from None
+    return 201, job_out(job)
+
+
+@api.get("/jobs", response=list[JobOut], tags=["jobs"])
+async def list_jobs(request: HttpRequest):  # type: ignore[no-untyped-def]
+    return [job_out(j) async for j in JobDefinition.objects.all()]
+
+
+@api.get("/jobs/{name}", response={200: JobOut, **_ERRORS}, tags=["jobs"])
+async def get_job(request: HttpRequest, name: str):  # type: ignore[no-untyped-def]
+    job = await JobDefinition.objects.filter(name=name).afirst()
+    if job is None:
+        raise NotFound(f"no job named {name!r}")
+    return job_out(job)
+
+
+# -- runs ----------------------------------------------------------------------------
+
+
+@api.post("/runs", response={201: RunOut, 200: RunOut, **_ERRORS}, tags=["runs"])
+async def submit_run(request: HttpRequest, body: RunIn):  # type: ignore[no-untyped-def]
+    """Submit a run of a job. Params are merged over the job's defaults and
+    validated against its schema. With an ``Idempotency-Key`` header, a repeat
+    returns the first run with 200."""
+    job = await JobDefinition.objects.filter(name=body.job).afirst()
+    if job is None:
+        raise NotFound(f"no job named {body.job!r}")
+    if not job.enabled:
+        raise Conflict(f"job {body.job!r} is disabled")
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > 200:
+        raise InvalidInput("Idempotency-Key is longer than 200 characters", field="Idempotency-Key")
+    bus = await get_bus()
+    run, created = await RunService(bus).submit(
+        RunRequest(job=job, params=body.params, tag=body.tag, idempotency_key=key)
+    )
+    if created:
+        return 201, run_from_row(run)
+    current = await RunStore(bus.runs).get(run.id)
+    return 200, (run_from_snapshot(current.snap, run) if current else run_from_row(run))
+
+
+@api.get("/runs/{run_id}", response={200: RunOut, **_ERRORS}, tags=["runs"])
+async def get_run(request: HttpRequest, run_id: str):  # type: ignore[no-untyped-def]
+    """A run's live state: its KV snapshot, or its SQL row once the snapshot expired."""
+    row = await JobRun.objects.filter(id=run_id).afirst()
+    if row is None:
+        raise NotFound(f"no run {run_id!r}")
+    current = await RunStore((await get_bus()).runs).get(run_id)
+    if current is not None:
+        return run_from_snapshot(current.snap, row)
+    return run_from_row(row, (await _logs_of([row.id])).get(row.id))
+
+
+async def _logs_of(run_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Captured output of the newest attempt of each run: {run_id: {stream: text}}."""
+    chunks: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    async for rec in RunLog.objects.filter(run_id__in=run_ids).order_by("attempt", "seq"):
+        key = (rec.run_id, rec.stream)
+        attempt, parts = chunks.get(key, (rec.attempt, []))
+        if rec.attempt != attempt:
+            attempt, parts = rec.attempt, []
+        parts.append(rec.data)
+        chunks[key] = (attempt, parts)
+    out: dict[str, dict[str, str]] = {}
+    for (run_id, stream), (_, parts) in chunks.items():
+        out.setdefault(run_id, {})[stream] = "".join(parts)
+    return out
+
+
+def _encode_cursor(run_id: str) -> str:
+    return base64.urlsafe_b64encode(run_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except Exception:
+        raise InvalidInput("cursor is not one this API returned", field="cursor") from None
+    if not raw.isalnum():
+        raise InvalidInput("cursor is not one this API returned", field="cursor")
+    return raw
+
+
+_SEED003_FILTER = {
+    "COMPLETED": [RunState.SUCCEEDED],
+    "FAILED": [RunState.FAILED, RunState.TIMED_OUT],
+    "PENDING": [RunState.PENDING, RunState.ASSIGNED, RunState.ORPHANED],
+}
+
+
+@api.get("/runs", response={200: RunPage, **_ERRORS}, tags=["runs"])
+async def list_runs(  # type: ignore[no-untyped-def]
+    request: HttpRequest,
+    status: str | None = None,
+    job: str | None = None,
+    tag: str | None = None,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+):
+    """Runs from SQL, newest first. ``status`` takes rota states or seed 003's
+    (COMPLETED, ...), comma-separated. ``next_cursor`` is opaque; pass it back as
+    ``cursor`` for the next page."""
+    qs = JobRun.objects.all()
+    if status:
+        states: list[str] = []
+        for token in status.upper().split(","):
+            token = token.strip()
+            if token in _SEED003_FILTER:
+                states += _SEED003_FILTER[token]
+            elif token in RunState.__members__:
+                states.append(token)
+            else:
+                raise InvalidInput(f"unknown status {token!r}", field="status")
+        qs = qs.filter(state__in=states)
+    if job:
+        qs = qs.filter(job_name=job)
+    if tag:
+        qs = qs.filter(tag=tag)
+    if cursor:
+        qs = qs.filter(id__lt=_decode_cursor(cursor))
+    rows = [r async for r in qs.order_by("-id")[: limit + 1]]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    logs = await _logs_of([r.id for r in rows]) if rows else {}
+    return {
+        "items": [run_from_row(r, logs.get(r.id)) for r in rows],
+        "next_cursor": _encode_cursor(rows[-1].id) if more else None,
+    }

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class RotaConfig(AppConfig):
+    name = "rota"
+    label = "rota"
+    verbose_name = "rota"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core.signals import setting_changed
+
+        from rota import checks  # noqa: F401  (registers the system checks)
+        from rota.conf import reload_settings
+
+        def on_setting_changed(setting: str, **kwargs: object) -> None:
+            if setting == "ROTA":
+                reload_settings()
+
+        setting_changed.connect(on_setting_changed, weak=False)

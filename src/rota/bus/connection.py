@@ -1,0 +1,66 @@
+"""The connection to NATS and handles to rota's buckets.
+
+One :class:`Bus` per process (per event loop). It owns the connection; the
+resources it names are created by :func:`rota.bus.resources.ensure_resources`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from rota.bus import subjects
+from rota.conf import RotaSettings
+from rota.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bus:
+    nc: Client
+    js: JetStreamContext
+    runs: KeyValue
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+
+async def connect(settings: RotaSettings, *, name: str = "rota", ensure: bool = False) -> Bus:
+    """Connect and bind the run bucket. ``ensure`` also creates missing resources."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    try:
+        nc = await nats.connect(
+            settings.nats_url,
+            token=settings.nats_token or None,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+            error_cb=on_error,
+            # The hot path publishes many small messages; a larger pending buffer
+            # lets them pipeline instead of flushing one by one.
+            pending_size=8 * 1024 * 1024,
+        )
+    except Exception as exc:  # nats raises several unrelated types here
+        raise BackendUnavailable(
+            f"cannot connect to NATS at {settings.nats_url}: {exc or type(exc).__name__}",
+            hint="is `rota up` (or your nats-server) running, and is ROTA_NATS_TOKEN right?",
+        ) from exc
+    js = nc.jetstream(timeout=10)
+    if ensure:
+        from rota.bus.resources import ensure_resources
+
+        await ensure_resources(js, settings)
+    runs = await js.key_value(subjects.RUNS_BUCKET)
+    return Bus(nc=nc, js=js, runs=runs)

@@ -1,0 +1,129 @@
+"""Definitions of rota's streams, KV buckets and object stores, and their
+idempotent creation: a first start creates them, a later start verifies them and
+updates a definition that changed (docs/nats.md lists them all)."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from rota.bus import subjects
+from rota.conf import RotaSettings
+
+log = logging.getLogger(__name__)
+
+
+def stream_configs(settings: RotaSettings) -> list[StreamConfig]:
+    r = settings.nats_replicas
+    return [
+        StreamConfig(
+            name=subjects.WORK_STREAM,
+            subjects=[f"{subjects.WORK_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=r,
+            duplicate_window=120.0,
+            description="rota dispatch messages, one per run attempt",
+        ),
+        StreamConfig(
+            name=subjects.DLQ_STREAM,
+            subjects=[f"{subjects.DLQ_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=r,
+            max_age=30 * 24 * 3600.0,
+            description="rota dead letters: runs that cannot run",
+        ),
+    ]
+
+
+def kv_configs(settings: RotaSettings) -> list[KeyValueConfig]:
+    r = settings.nats_replicas
+    return [
+        KeyValueConfig(
+            bucket=subjects.RUNS_BUCKET,
+            history=1,
+            ttl=settings.snapshot_max_age_seconds,
+            storage=StorageType.FILE,
+            replicas=r,
+            description="rota live run snapshots",
+        ),
+        KeyValueConfig(
+            bucket=subjects.WORKERS_BUCKET,
+            history=1,
+            storage=StorageType.FILE,
+            replicas=r,
+            description="rota worker registry",
+        ),
+        KeyValueConfig(
+            bucket=subjects.HEARTBEATS_BUCKET,
+            history=1,
+            ttl=15.0,
+            storage=StorageType.FILE,
+            replicas=r,
+            description="rota worker heartbeats (max age = heartbeat TTL)",
+        ),
+    ]
+
+
+def object_store_configs(settings: RotaSettings) -> list[ObjectStoreConfig]:
+    return [
+        ObjectStoreConfig(
+            bucket=subjects.LOGS_STORE,
+            storage=StorageType.FILE,
+            replicas=settings.nats_replicas,
+            description="rota archived run logs",
+        )
+    ]
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> str:
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        return "created"
+    want = set(config.subjects or [])
+    have = set(info.config.subjects or [])
+    if want != have or info.config.retention != config.retention:
+        if info.config.retention != config.retention:
+            # JetStream cannot change retention in place; say so instead of guessing.
+            raise RuntimeError(
+                f"stream {config.name} exists with retention {info.config.retention}, "
+                f"rota needs {config.retention}: delete it or point rota at another server"
+            )
+        await js.update_stream(config)
+        return "updated"
+    return "verified"
+
+
+async def ensure_resources(js: JetStreamContext, settings: RotaSettings) -> dict[str, str]:
+    """Create or verify every stream, bucket and object store. Safe to call again."""
+    outcome: dict[str, str] = {}
+    for sc in stream_configs(settings):
+        outcome[sc.name] = await _ensure_stream(js, sc)
+    for kc in kv_configs(settings):
+        try:
+            await js.key_value(kc.bucket)
+            outcome[kc.bucket] = "verified"
+        except (NotFoundError, BadRequestError):
+            await js.create_key_value(kc)
+            outcome[kc.bucket] = "created"
+    for oc in object_store_configs(settings):
+        try:
+            await js.object_store(oc.bucket)
+            outcome[oc.bucket] = "verified"
+        except (NotFoundError, BadRequestError):
+            await js.create_object_store(bucket=oc.bucket, config=oc)
+            outcome[oc.bucket] = "created"
+    log.info("nats resources: %s", outcome)
+    return outcome

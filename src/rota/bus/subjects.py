@@ -1,0 +1,59 @@
+"""Every NATS name rota uses, in one place. docs/nats.md documents each one.
+
+Streams
+  ROTA_WORK       subjects ``rota.work.tag.<tag>`` (and ``rota.work.worker.<id>``
+                  for pinned runs); work-queue retention: a message is removed when
+                  a worker acks it. Payload: the run's snapshot plus its KV revision.
+                  ``Nats-Msg-Id`` = ``<run_id>:<attempt>``.
+  ROTA_DLQ        subjects ``rota.dlq.<reason>``; runs that cannot run.
+KV buckets
+  rota_runs       ``run.<run_id>`` → live RunSnapshot (JSON). Compare-and-set on the
+                  revision for every transition. Its stream ``KV_rota_runs`` is read by
+                  the projector's durable consumer ``rota_projector``.
+  rota_workers    ``<worker_id>`` → registry entry (JSON), outlives the heartbeat.
+  rota_heartbeats ``<worker_id>`` → heartbeat; bucket max age = heartbeat TTL.
+Object stores
+  rota_logs       archived run logs (``<run_id>/<attempt>/<stream>``).
+"""
+
+from __future__ import annotations
+
+from rota.domain.ids import safe_token
+
+WORK_STREAM = "ROTA_WORK"
+WORK_PREFIX = "rota.work"
+DLQ_STREAM = "ROTA_DLQ"
+DLQ_PREFIX = "rota.dlq"
+
+RUNS_BUCKET = "rota_runs"
+WORKERS_BUCKET = "rota_workers"
+HEARTBEATS_BUCKET = "rota_heartbeats"
+LOGS_STORE = "rota_logs"
+
+PROJECTOR_CONSUMER = "rota_projector"
+
+
+def work_subject(tag: str) -> str:
+    return f"{WORK_PREFIX}.tag.{safe_token(tag)}"
+
+
+def pinned_subject(worker_id: str) -> str:
+    return f"{WORK_PREFIX}.worker.{safe_token(worker_id)}"
+
+
+def work_consumer(tag: str) -> str:
+    """The durable pull consumer shared by every worker serving ``tag``."""
+    return f"work_{safe_token(tag)}"
+
+
+def dlq_subject(reason: str) -> str:
+    return f"{DLQ_PREFIX}.{safe_token(reason)}"
+
+
+def run_key(run_id: str) -> str:
+    return f"run.{run_id}"
+
+
+def run_id_from_subject(subject: str) -> str:
+    """``$KV.rota_runs.run.<id>`` → ``<id>``."""
+    return subject.rsplit(".", 1)[-1]

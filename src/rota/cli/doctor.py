@@ -1,0 +1,98 @@
+"""``rota doctor``: say in plain words what is wrong with this installation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from rota.cli.base import setup_django
+
+help = "check NATS, the database, the web server and the settings, and explain problems"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def diagnose() -> list[tuple[bool, str, str]]:
+    """(ok, what, hint) for each check, in the order a person would fix them."""
+    results: list[tuple[bool, str, str]] = []
+    setup_django()
+    from django.core import checks
+
+    from rota.bus.server import NatsServerError, find_nats_server
+    from rota.conf import get_settings
+
+    settings = get_settings()
+    problems = [m for m in checks.run_checks() if m.level >= checks.WARNING]
+    results.append(
+        (not problems, "settings are valid" if not problems else "settings have problems: "
+         + "; ".join(f"{m.id} {m.msg}" for m in problems), "; ".join(m.hint or "" for m in problems))
+    )
+    try:
+        results.append((True, f"nats-server binary found at {find_nats_server()}", ""))
+    except NatsServerError as exc:
+        results.append((False, exc.message, exc.hint))
+
+    async def nats_check() -> tuple[bool, str, str]:
+        from rota.bus.connection import connect
+        from rota.errors import BackendUnavailable
+
+        try:
+            bus = await asyncio.wait_for(connect(settings, name="rota-doctor"), 8)
+        except BackendUnavailable as exc:
+            return False, exc.message, exc.hint
+        except Exception as exc:
+            return False, f"NATS at {settings.nats_url} answered but rota's buckets are missing ({exc})", \
+                "start `rota up` or a worker once: they create streams and buckets"
+        await bus.close()
+        return True, f"NATS reachable at {settings.nats_url}, rota's streams and buckets exist", ""
+
+    results.append(asyncio.run(nats_check()))
+
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if plan:
+            results.append((False, f"the database is not migrated ({len(plan)} migration(s) pending)",
+                            "run `rota migrate` (or `python manage.py migrate` in a host project)"))
+        else:
+            results.append((True, f"database reachable and migrated ({connection.vendor})", ""))
+    except Exception as exc:
+        results.append((False, f"database unreachable: {exc}", "check ROTA_DATABASE_URL and that the server runs"))
+
+    import httpx
+
+    try:
+        r = httpx.get(settings.api_url.rstrip("/") + "/health", timeout=3)
+        ok = r.status_code == 200
+        results.append((ok, f"web server at {settings.api_url} answers /health with {r.status_code}",
+                        "" if ok else f"it reports {r.text[:200]}"))
+    except httpx.HTTPError:
+        from urllib.parse import urlparse
+
+        from rota.bus.server import port_in_use
+
+        u = urlparse(settings.api_url)
+        port = u.port or 80
+        if port_in_use(port, u.hostname or "127.0.0.1"):
+            results.append((False, f"port {port} is taken by something that is not rota's web server",
+                            "stop it, or start rota on another --port"))
+        else:
+            results.append((False, f"no web server at {settings.api_url}",
+                            "start `rota up` or `rota server`, or set ROTA_API_URL"))
+    return results
+
+
+def handle(args: argparse.Namespace) -> int:
+    bad = 0
+    for ok, what, hint in diagnose():
+        print(("ok    " if ok else "FAIL  ") + what)
+        if not ok:
+            bad += 1
+            if hint:
+                print("      → " + hint)
+    return 1 if bad else 0

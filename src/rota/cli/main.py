@@ -1,0 +1,49 @@
+"""Entry point of the ``rota`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import SimpleNamespace
+
+from rota.cli import client, doctor, migrate, server, up, worker
+from rota.cli.base import CommandError
+from rota.errors import RotaError
+
+COMMANDS = {
+    "up": up,
+    "server": server,
+    "worker": worker,
+    "migrate": migrate,
+    "doctor": doctor,
+    "jobs": SimpleNamespace(help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs),
+    "submit": SimpleNamespace(help="submit a run of a job", add_arguments=client.add_submit, handle=client.handle_submit),
+    "runs": SimpleNamespace(help="list runs", add_arguments=client.add_runs, handle=client.handle_runs),
+    "show": SimpleNamespace(help="show one run", add_arguments=client.add_show, handle=client.handle_show),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rota", description="rota: distributed job scheduling and execution")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, mod in COMMANDS.items():
+        p = sub.add_parser(name, help=mod.help, description=mod.help)
+        mod.add_arguments(p)
+        p.set_defaults(handle=mod.handle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handle(args) or 0)
+    except CommandError as exc:
+        print(f"rota: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 2
+    except RotaError as exc:
+        print(f"rota: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

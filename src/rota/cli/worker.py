@@ -1,0 +1,74 @@
+"""``rota worker``: execute runs (and, with the lead role, project and reconcile)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+
+from rota.cli.base import add_common_worker_args, env_default, env_help, run_system_checks, setup_django
+
+help = "run a worker: pull runs for its tags and execute them"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_worker_args(parser)
+    parser.add_argument(
+        "--tags",
+        default=env_default("ROTA_WORKER_TAGS", "default"),
+        help=env_help("comma-separated routing tags this worker serves", "ROTA_WORKER_TAGS"),
+    )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=env_default("ROTA_WORKER_CAPACITY", None, int),
+        help=env_help("concurrent runs (default 16)", "ROTA_WORKER_CAPACITY"),
+    )
+    parser.add_argument(
+        "--roles",
+        default=env_default("ROTA_WORKER_ROLES", "execute,lead"),
+        help=env_help(
+            "execute, lead, or both; an execute-only worker needs no database", "ROTA_WORKER_ROLES"
+        ),
+    )
+
+
+def handle(args: argparse.Namespace) -> int:
+    setup_django()
+    run_system_checks()
+    from rota.conf import get_settings
+    from rota.worker.daemon import Worker
+
+    settings = get_settings()
+    if args.node_id:
+        settings = dataclasses.replace(settings, node_id=args.node_id)
+    roles = {r.strip() for r in args.roles.split(",") if r.strip()}
+    unknown = roles - {"execute", "lead"}
+    if unknown:
+        from rota.cli.base import CommandError
+
+        raise CommandError(f"unknown role(s) {', '.join(sorted(unknown))}", hint="use execute, lead or both")
+    tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+    worker = Worker(settings, tags=tags, capacity=args.capacity, roles=roles)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run_until(stop)
+
+    logging.getLogger(__name__).info("starting worker %s", worker.worker_id)
+    run_async(main())
+    return 0
+
+
+def run_async(coro) -> None:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)

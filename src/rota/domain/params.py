@@ -1,0 +1,56 @@
+"""Run parameters: defaults merged with what the caller gave, validated against
+the job's JSON Schema, and a stable hash for the execution-policy lock key."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from rota.errors import InvalidInput
+
+
+@lru_cache(maxsize=512)
+def _validator(schema_json: bytes) -> Draft202012Validator:
+    return Draft202012Validator(orjson.loads(schema_json))
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """Raise InvalidInput if ``schema`` is not a valid JSON Schema."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise InvalidInput(f"parameter schema is invalid: {exc.message}", field="params_schema") from None
+
+
+def merge_params(defaults: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+    merged = dict(defaults or {})
+    merged.update(given or {})
+    return merged
+
+
+def validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
+    """Raise InvalidInput naming the first offending field (by JSON path)."""
+    if not schema:
+        return
+    validator = _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    err = errors[0]
+    path = ".".join(str(p) for p in err.absolute_path)
+    if not path and err.validator == "required":
+        # "'x' is a required property": the field is the missing one.
+        missing = [r for r in err.validator_value if r not in (err.instance or {})]
+        path = missing[0] if missing else ""
+    field = f"params.{path}" if path else "params"
+    raise InvalidInput(f"{field}: {err.message}", field=field)
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """Stable across key order: the execution-policy lock key is (job, this)."""
+    return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

@@ -1,0 +1,98 @@
+"""The live snapshot of a run: what the run KV bucket holds under ``run.<id>``
+and what a dispatch message carries.
+
+Pure: encode, decode, and :func:`advance`, the one function that makes the next
+snapshot from the current one. It checks the transition against the table in
+:mod:`rota.domain.states` and bumps ``version``; the caller applies the result
+with a compare-and-set on the KV revision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from rota.domain.states import ContinuationState, RunState, check_transition
+
+#: Output kept in a snapshot, per stream; the full log goes to the database.
+OUTPUT_TAIL_BYTES = 64 * 1024
+
+
+@dataclass(slots=True)
+class RunSnapshot:
+    run_id: str
+    job: str
+    kind: str
+    target: str
+    args: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    tag: str = "default"
+    tags: list[str] = field(default_factory=list)
+    timeout: float | None = None
+    max_attempts: int = 1
+    state: str = RunState.PENDING
+    attempt: int = 0
+    version: int = 0
+    leader_epoch: int = 0
+    worker_id: str | None = None
+    created_at: float = 0.0
+    scheduled_for: float | None = None
+    assigned_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    heartbeat_at: float | None = None
+    updated_at: float = 0.0
+    continuation_state: str = ContinuationState.NONE
+    continuation_deadline_at: float | None = None
+    error_summary: str = ""
+    result: Any = None
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self)
+
+    @property
+    def terminal(self) -> bool:
+        from rota.domain.states import is_terminal
+
+        return is_terminal(self.state)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(RunSnapshot))
+
+
+def decode(data: bytes) -> RunSnapshot:
+    raw = orjson.loads(data)
+    # Ignore keys a newer rota may have added; a rolling upgrade must not break.
+    return RunSnapshot(**{k: v for k, v in raw.items() if k in _FIELDS})
+
+
+def advance(snap: RunSnapshot, target: RunState | str, *, now: float | None = None, **changes: Any) -> RunSnapshot:
+    """Return the snapshot after ``snap.state → target``, with ``changes`` applied.
+
+    Raises :class:`~rota.domain.states.InvalidTransition` if the table forbids it.
+    ``target`` equal to the current state is allowed for non-state updates
+    (a heartbeat, a continuation change) and still bumps the version.
+    """
+    if target != snap.state:
+        check_transition(snap.state, target)
+    now = time.time() if now is None else now
+    new = dataclasses.replace(snap, **changes)
+    new.state = RunState(target).value
+    new.version = snap.version + 1
+    new.updated_at = now
+    return new
+
+
+def tail(text: str, limit: int = OUTPUT_TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of ``text``, cut on a character boundary."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return data[-limit:].decode("utf-8", "ignore")

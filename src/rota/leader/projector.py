@@ -1,0 +1,165 @@
+"""Projection of live run snapshots into SQL (DESIGN §4, Projection).
+
+The projector reads the run bucket's stream with a durable pull consumer, so a
+projector that starts (or a new leader) continues from where the last one stopped.
+Each fetched batch is reduced to the newest version of each run and applied in one
+transaction with one ``UPDATE ... WHERE id = ? AND version < ?`` per run, sent as
+one ``executemany``; applying a batch twice changes nothing. Captured output of
+finished runs goes to RunLog rows, unique per (run, attempt, stream, chunk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, connection, transaction
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from rota.bus import subjects
+from rota.bus.connection import Bus
+from rota.domain.snapshot import RunSnapshot, decode
+from rota.domain.states import is_terminal
+from rota.models import JobRun, RunLog
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+
+# Snapshot field → JobRun column, for the columns the projector owns.
+_TIME_FIELDS = ("assigned_at", "started_at", "finished_at", "heartbeat_at", "updated_at")
+_COLUMNS = (
+    "state",
+    "attempt",
+    "version",
+    "leader_epoch",
+    "worker_id",
+    "result",
+    "exit_code",
+    "error_summary",
+    "continuation_state",
+    "continuation_check_deadline_at",
+    *_TIME_FIELDS,
+)
+
+
+def _ts(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=timezone.utc) if value else None
+
+
+def _row_values(s: RunSnapshot) -> dict[str, Any]:
+    return {
+        "state": s.state,
+        "attempt": s.attempt,
+        "version": s.version,
+        "leader_epoch": s.leader_epoch,
+        "worker_id": s.worker_id or "",
+        "result": s.result,
+        "exit_code": s.exit_code,
+        "error_summary": s.error_summary,
+        "continuation_state": s.continuation_state,
+        "continuation_check_deadline_at": _ts(s.continuation_deadline_at),
+        **{f: _ts(getattr(s, f)) for f in _TIME_FIELDS},
+    }
+
+
+def apply_snapshots(snaps: list[RunSnapshot]) -> int:
+    """Apply the newest snapshot of each run to SQL in one transaction. Idempotent."""
+    newest: dict[str, RunSnapshot] = {}
+    for s in snaps:
+        seen = newest.get(s.run_id)
+        if seen is None or s.version > seen.version:
+            newest[s.run_id] = s
+    if not newest:
+        return 0
+    meta = JobRun._meta
+    fields = [meta.get_field(c) for c in _COLUMNS]
+    table = connection.ops.quote_name(meta.db_table)
+    assignments = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in fields)
+    sql = f"UPDATE {table} SET {assignments} WHERE id = %s AND version < %s"
+    params = []
+    logs: list[RunLog] = []
+    for s in newest.values():
+        values = _row_values(s)
+        params.append(
+            [f.get_db_prep_value(values[f.name], connection, prepared=False) for f in fields]
+            + [s.run_id, s.version]
+        )
+        if is_terminal(s.state):
+            now = _ts(s.finished_at) or datetime.now(timezone.utc)
+            for stream in ("stdout", "stderr"):
+                data = getattr(s, stream)
+                if data:
+                    logs.append(
+                        RunLog(run_id=s.run_id, attempt=s.attempt, stream=stream, data=data, created_at=now)
+                    )
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.executemany(sql, params)
+        if logs:
+            RunLog.objects.bulk_create(logs, ignore_conflicts=True)
+    return len(newest)
+
+
+class Projector:
+    """Leader duty: a step that projects one batch and says whether it did work."""
+
+    def __init__(self, bus: Bus, *, batch: int = BATCH) -> None:
+        self.bus = bus
+        self.batch = batch
+        self._sub = None
+
+    async def _subscription(self):  # type: ignore[no-untyped-def]
+        if self._sub is None:
+            stream = f"KV_{subjects.RUNS_BUCKET}"
+            self._sub = await self.bus.js.pull_subscribe(
+                f"$KV.{subjects.RUNS_BUCKET}.>",
+                durable=subjects.PROJECTOR_CONSUMER,
+                stream=stream,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.ALL,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=60,
+                    max_ack_pending=-1,
+                ),
+            )
+        return self._sub
+
+    async def step(self, timeout: float = 1.0) -> int:
+        sub = await self._subscription()
+        try:
+            msgs = await sub.fetch(self.batch, timeout=timeout)
+        except NatsTimeout:
+            return 0
+        snaps = []
+        for m in msgs:
+            op = m.headers.get("KV-Operation") if m.headers else None
+            if op in ("DEL", "PURGE") or not m.data:
+                continue
+            try:
+                snaps.append(decode(m.data))
+            except Exception:  # a value rota did not write: skip it, never stall on it
+                log.warning("projector: undecodable snapshot on %s", m.subject)
+        applied = await sync_to_async(_apply_in_thread)(snaps)
+        # AckPolicy.ALL: acking the last message acknowledges the whole batch.
+        await msgs[-1].ack()
+        return applied
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("projector step failed; retrying")
+                await asyncio.sleep(1.0)
+
+
+def _apply_in_thread(snaps: list[RunSnapshot]) -> int:
+    close_old_connections()
+    return apply_snapshots(snaps)

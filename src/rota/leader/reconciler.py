@@ -1,0 +1,54 @@
+"""The outbox reconciler: runs that exist in SQL but were never dispatched (a
+crash between the insert and the publish) are dispatched again. Every step of
+dispatch is idempotent (KV create returns the existing snapshot, the message id
+de-duplicates), so dispatching twice is harmless."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta, timezone
+
+from asgiref.sync import sync_to_async
+
+from rota.domain.states import RunState
+from rota.models import JobRun
+from rota.runs.service import RunService, snapshot_for
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(self, service: RunService, *, grace_seconds: float = 10.0, batch: int = 500) -> None:
+        self.service = service
+        self.grace = timedelta(seconds=grace_seconds)
+        self.batch = batch
+
+    def _undispatched(self) -> list[JobRun]:
+        cutoff = datetime.now(timezone.utc) - self.grace
+        return list(
+            JobRun.objects.select_related("job")
+            .filter(dispatched_at__isnull=True, created_at__lt=cutoff, state=RunState.PENDING)
+            .order_by("created_at")[: self.batch]
+        )
+
+    async def step(self) -> int:
+        rows = await sync_to_async(self._undispatched)()
+        snaps = [snapshot_for(r, r.job) for r in rows if r.job is not None]
+        if snaps:
+            log.info("reconciler: dispatching %d run(s) a crash left undispatched", len(snaps))
+            await self.service.dispatch(snaps)
+        return len(snaps)
+
+    async def run(self, stop: asyncio.Event, interval: float = 5.0) -> None:
+        while not stop.is_set():
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciler step failed")
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except asyncio.TimeoutError:
+                pass

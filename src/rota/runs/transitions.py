@@ -1,0 +1,183 @@
+"""Every run transition rota makes, applied to the live snapshot in KV.
+
+Each function computes the next snapshot with :func:`rota.domain.snapshot.advance`
+(which checks the transition table) and writes it with a compare-and-set on the
+KV revision. A lost compare-and-set re-reads the run and decides again; it never
+writes blindly. SQL follows through the projector.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from rota.bus.subjects import run_key
+from rota.domain.snapshot import RunSnapshot, advance, decode, tail
+from rota.domain.states import CLAIMABLE, OWNED, RunState, is_terminal
+from rota.worker.executors.base import Outcome
+
+#: How often a transition re-reads and retries after losing a compare-and-set.
+MAX_CAS_RETRIES = 10
+
+
+@dataclass(slots=True)
+class Versioned:
+    """A snapshot and the KV revision it was read at (the CAS token)."""
+
+    snap: RunSnapshot
+    rev: int
+
+
+class RunStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def get(self, run_id: str) -> Versioned | None:
+        try:
+            entry = await self.kv.get(run_key(run_id))
+        except KeyNotFoundError:
+            return None
+        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+            return None
+        return Versioned(decode(entry.value), entry.revision)
+
+    async def create(self, snap: RunSnapshot) -> Versioned:
+        """Write a new run's first snapshot; if it exists already, return that one."""
+        try:
+            rev = await self.kv.create(run_key(snap.run_id), snap.encode())
+            return Versioned(snap, rev)
+        except KeyWrongLastSequenceError:
+            current = await self.get(snap.run_id)
+            if current is None:  # deleted between the two calls: create again
+                rev = await self.kv.create(run_key(snap.run_id), snap.encode())
+                return Versioned(snap, rev)
+            return current
+
+    async def _write(self, new: RunSnapshot, rev: int) -> int | None:
+        try:
+            return await self.kv.update(run_key(new.run_id), new.encode(), last=rev)
+        except KeyWrongLastSequenceError:
+            return None
+
+    # -- worker side -------------------------------------------------------------
+
+    async def claim(self, seen: Versioned, worker_id: str, *, leader_epoch: int | None = None) -> Versioned | None:
+        """PENDING/ORPHANED → RUNNING, owned by ``worker_id`` with attempt + 1.
+
+        Returns None when the run is not claimable (already claimed, cancelled,
+        terminal): the caller drops the message.
+        """
+        current: Versioned | None = seen
+        for _ in range(MAX_CAS_RETRIES):
+            if current is None or current.snap.state not in CLAIMABLE:
+                return None
+            if current.snap.attempt != seen.snap.attempt:
+                return None  # a newer attempt was dispatched; that message will claim it
+            now = time.time()
+            new = advance(
+                current.snap,
+                RunState.RUNNING,
+                now=now,
+                attempt=current.snap.attempt + 1,
+                worker_id=worker_id,
+                assigned_at=now,
+                started_at=now,
+                heartbeat_at=now,
+                leader_epoch=current.snap.leader_epoch if leader_epoch is None else leader_epoch,
+            )
+            rev = await self._write(new, current.rev)
+            if rev is not None:
+                return Versioned(new, rev)
+            current = await self.get(seen.snap.run_id)
+        return None
+
+    async def finish(self, mine: Versioned, outcome: Outcome) -> Versioned | None:
+        """Record the outcome of the attempt this worker owns.
+
+        If the run was asked to cancel meanwhile, a cancelled outcome ends it
+        CANCELLED and any other outcome is recorded as it happened. Returns None
+        (and writes nothing) when the run now belongs to another attempt.
+        """
+        current: Versioned | None = mine
+        for _ in range(MAX_CAS_RETRIES):
+            if current is None or not self._still_mine(current.snap, mine.snap):
+                return None
+            now = time.time()
+            new = advance(
+                current.snap,
+                outcome.state,
+                now=now,
+                finished_at=now,
+                heartbeat_at=now,
+                exit_code=outcome.exit_code,
+                result=outcome.result,
+                error_summary=outcome.error_summary[:2000],
+                stdout=tail(outcome.stdout),
+                stderr=tail(outcome.stderr),
+            )
+            rev = await self._write(new, current.rev)
+            if rev is not None:
+                return Versioned(new, rev)
+            current = await self.get(mine.snap.run_id)
+        return None
+
+    async def heartbeat(self, mine: Versioned) -> Versioned | None:
+        """Refresh heartbeat_at of a run this worker owns. Returns the current
+        version (its state may now be CANCELLING), or None if no longer ours."""
+        current: Versioned | None = mine
+        for _ in range(MAX_CAS_RETRIES):
+            if current is None or not self._still_mine(current.snap, mine.snap):
+                return None
+            new = advance(current.snap, current.snap.state, heartbeat_at=time.time())
+            rev = await self._write(new, current.rev)
+            if rev is not None:
+                return Versioned(new, rev)
+            current = await self.get(mine.snap.run_id)
+        return current
+
+    async def release(self, mine: Versioned) -> Versioned | None:
+        """Hand a run back (graceful shutdown past its grace): → ORPHANED, no owner."""
+        current: Versioned | None = mine
+        for _ in range(MAX_CAS_RETRIES):
+            if current is None or not self._still_mine(current.snap, mine.snap):
+                return None
+            if current.snap.state == RunState.CANCELLING:
+                target = RunState.CANCELLED
+            else:
+                target = RunState.ORPHANED
+            new = advance(current.snap, target, worker_id=None, error_summary="handed back by a stopping worker")
+            if target == RunState.CANCELLED:
+                new.finished_at = new.updated_at
+            rev = await self._write(new, current.rev)
+            if rev is not None:
+                return Versioned(new, rev)
+            current = await self.get(mine.snap.run_id)
+        return None
+
+    @staticmethod
+    def _still_mine(current: RunSnapshot, mine: RunSnapshot) -> bool:
+        return (
+            current.worker_id == mine.worker_id
+            and current.attempt == mine.attempt
+            and current.state in OWNED
+            and not is_terminal(current.state)
+        )
+
+    # -- control side --------------------------------------------------------------
+
+    async def fail_unrunnable(self, seen: Versioned, reason: str) -> Versioned | None:
+        """PENDING/ORPHANED → FAILED for a run that cannot run (unknown kind, bad payload)."""
+        current: Versioned | None = seen
+        for _ in range(MAX_CAS_RETRIES):
+            if current is None or current.snap.state not in CLAIMABLE:
+                return None
+            now = time.time()
+            new = advance(current.snap, RunState.FAILED, now=now, finished_at=now, error_summary=reason)
+            rev = await self._write(new, current.rev)
+            if rev is not None:
+                return Versioned(new, rev)
+            current = await self.get(seen.snap.run_id)
+        return None

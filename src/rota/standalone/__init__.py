@@ -1,0 +1,1 @@
+"""The Django project ``rota up`` and ``rota server`` run: settings, URLs, ASGI."""

@@ -117,6 +117,9 @@ class EmbeddedNats:
             stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
+            # Its own process group: a terminal's Ctrl-C reaches `rota up`, which
+            # stops the worker before NATS, not every process at once.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -100,7 +100,9 @@ class Stack:
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         from rota.bus.server import die_with_parent
 
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent, start_new_session=True
+        )
         self.children.append((name, proc))
 
     def stop(self) -> None:

@@ -1,0 +1,1 @@
+"""Integrations and ready-made job targets."""

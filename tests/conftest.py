@@ -1,0 +1,81 @@
+"""Shared fixtures: a real nats-server per test session on a free port, the
+database Django's test runner sets up (SQLite, or PostgreSQL when
+ROTA_DATABASE_URL points at one), and helpers to wait for conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import pytest
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Settings are read from the environment: give tests a private data dir before
+# Django loads rota.standalone.settings.
+_TMP = Path(tempfile.mkdtemp(prefix="rota-tests-"))
+os.environ.setdefault("ROTA_DATA_DIR", str(_TMP / "data"))
+os.environ.setdefault("ROTA_SECRET_KEY", "tests-only-secret")
+if not os.environ.get("ROTA_DATABASE_URL", "").startswith("postgres"):
+    # A file, not :memory:, so that worker threads and processes share it.
+    os.environ.setdefault("ROTA_TEST_DATABASE_NAME", str(_TMP / "test.sqlite3"))
+
+
+@pytest.fixture(scope="session")
+def nats_server():
+    """A real nats-server with JetStream on a free port, for the whole session."""
+    from rota.bus.server import EmbeddedNats, NatsServerError
+
+    try:
+        server = EmbeddedNats(_TMP / "nats", token="test-token", log_file=_TMP / "nats.log")
+        server.start()
+    except NatsServerError as exc:
+        if CI:
+            raise
+        pytest.skip(f"nats-server unavailable: {exc}")
+    os.environ["ROTA_NATS_URL"] = server.url
+    os.environ["ROTA_NATS_TOKEN"] = "test-token"
+    from rota.conf import reload_settings
+
+    reload_settings()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rota_settings(nats_server):
+    from rota.conf import reload_settings
+
+    return reload_settings()
+
+
+@pytest.fixture
+async def bus(rota_settings):
+    from rota.bus.connection import connect
+
+    b = await connect(rota_settings, name="rota-tests", ensure=True)
+    yield b
+    await b.close()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[object]], timeout: float = 15.0, interval: float = 0.05
+) -> object:
+    """Await ``check()`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_TMP, ignore_errors=True)

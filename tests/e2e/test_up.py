@@ -1,0 +1,154 @@
+"""`rota up` as a user runs it: real processes, HTTP only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.conftest import start_stack, stop_stack, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _define(client, name: str, **job) -> None:
+    r = client.post("/jobs", json={"name": name, **job})
+    assert r.status_code == 201, r.text
+
+
+def _finished(client, run_id: str) -> dict:
+    def check():
+        page = client.get("/runs", params={"limit": 200}).json()
+        for item in page["items"]:
+            if item["run_id"] == run_id and item["state"] not in ("PENDING", "ASSIGNED", "RUNNING", "CANCELLING"):
+                return item
+        return None
+
+    return wait_for(check, timeout=30)
+
+
+def test_health_is_anonymous(stack):
+    import httpx
+
+    r = httpx.get(stack.url + "/health")
+    assert r.status_code == 200
+    assert r.json()["database"] == "ok" and r.json()["nats"] == "ok"
+
+
+def test_command_job_succeeds_with_stdout(stack):
+    c = stack.client
+    _define(c, "greet", kind="command", target="echo", args=["hello"])
+    r = c.post("/runs", json={"job": "greet", "params": {"name": "ops"}})
+    assert r.status_code == 201, r.text
+    run = _finished(c, r.json()["run_id"])
+    assert run["state"] == "SUCCEEDED" and run["status"] == "COMPLETED"
+    assert run["stdout"].strip() == "hello --name ops"
+    assert run["exit_code"] == 0
+
+
+def test_failing_command_reaches_failed_with_error_summary(stack):
+    c = stack.client
+    _define(c, "broken", kind="command", target="sh", args=["-c", "echo no such table >&2; exit 4"])
+    run = _finished(c, c.post("/runs", json={"job": "broken"}).json()["run_id"])
+    assert run["state"] == "FAILED"
+    assert "exit status 4" in run["error_summary"] and "no such table" in run["error_summary"]
+
+
+def test_timeout_kills_the_process(stack, tmp_path):
+    c = stack.client
+    pidfile = tmp_path / "pid"
+    _define(c, "hang", kind="command", target="sh", args=["-c", f"echo $$ > {pidfile}; sleep 60"], timeout=1.0)
+    run = _finished(c, c.post("/runs", json={"job": "hang"}).json()["run_id"])
+    assert run["state"] == "TIMED_OUT"
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_bad_requests_create_no_run(stack):
+    c = stack.client
+    _define(
+        c,
+        "typed",
+        kind="command",
+        target="true",
+        params_schema={"type": "object", "properties": {"count": {"type": "integer"}}, "required": ["count"]},
+    )
+    before = len(c.get("/runs", params={"job": "typed"}).json()["items"])
+    bad = c.post("/runs", json={"job": "typed", "params": {"count": "many"}})
+    assert bad.status_code == 422 and "count" in bad.json()["detail"]
+    missing = c.post("/runs", json={"job": "typed", "params": {}})
+    assert missing.status_code == 422 and "count" in missing.json()["detail"]
+    assert c.post("/runs", json={"job": "nope"}).status_code == 404
+    malformed = c.post("/runs", content=b'{"job": "typed",', headers={"Content-Type": "application/json"})
+    assert malformed.status_code in (400, 422)
+    import httpx
+
+    assert httpx.post(stack.url + "/runs", json={"job": "typed", "params": {"count": 1}}).status_code == 401
+    assert httpx.post(stack.url + "/runs", json={"job": "typed", "params": {"count": 1}},
+                      headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert len(c.get("/runs", params={"job": "typed"}).json()["items"]) == before
+
+
+def test_idempotency_key_gives_one_run(stack):
+    c = stack.client
+    _define(c, "once", kind="command", target="true")
+    h = {"Idempotency-Key": "deploy-42"}
+    first = c.post("/runs", json={"job": "once"}, headers=h)
+    second = c.post("/runs", json={"job": "once"}, headers=h)
+    assert first.status_code == 201 and second.status_code == 200
+    assert first.json()["run_id"] == second.json()["run_id"]
+    assert len(c.get("/runs", params={"job": "once"}).json()["items"]) == 1
+
+
+def test_cli_and_second_worker_from_rota_env(stack):
+    env = stack.env()
+    c = stack.client
+    _define(c, "tagged", kind="command", target="echo", args=["from-n2"], tags=["n2only"])
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "rota", "worker", "--node-id", "n2", "--tags", "n2only", "--roles", "execute"],
+        env=env,
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "rota", "submit", "tagged", "--wait", "--json"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        import json
+
+        run = json.loads(out.stdout)
+        assert run["state"] == "SUCCEEDED"
+        assert run["worker_id"].startswith("n2-")
+        listed = subprocess.run([sys.executable, "-m", "rota", "runs", "--job", "tagged"], env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert run["run_id"] in listed.stdout
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_sigterm_leaves_no_process_and_restart_reuses_data(tmp_path):
+    import httpx
+
+    stack = start_stack(tmp_path)
+    c = stack.client
+    _define(c, "kept", kind="command", target="true")
+    children = subprocess.run(["pgrep", "-P", str(stack.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) >= 3  # nats-server, server, worker
+    assert stop_stack(stack) == 0
+    time.sleep(0.2)
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
+    again = start_stack(tmp_path)
+    try:
+        names = [j["name"] for j in again.client.get("/jobs").json()]
+        assert "kept" in names
+        assert again.token == stack.token
+        assert httpx.get(again.url + "/health").status_code == 200
+    finally:
+        stop_stack(again)

@@ -1,0 +1,123 @@
+"""The run path on real engines: SQL → KV snapshot → dispatch → worker claim →
+execute → outcome → projection into SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from rota.domain.states import RunState
+from rota.models import JobDefinition, JobRun, RunLog
+from rota.runs.service import RunRequest, RunService
+from rota.worker.daemon import Worker
+from rota.worker.executors.command import CommandExecutor
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def worker(rota_settings):
+    stop = asyncio.Event()
+    w = Worker(
+        rota_settings,
+        tags=["itest"],
+        capacity=4,
+        roles={"execute", "lead"},
+        executors={"command": CommandExecutor(kill_grace=0.5)},
+    )
+    await w.start()
+    yield w
+    stop.set()
+    await w.shutdown(grace=2)
+
+
+async def _job(**kw) -> JobDefinition:
+    kw.setdefault("kind", "command")
+    kw.setdefault("tags", ["itest"])
+    return await JobDefinition.objects.acreate(**kw)
+
+
+async def _final_row(run_id: str) -> JobRun:
+    async def done():
+        row = await JobRun.objects.aget(id=run_id)
+        return row if row.state in {s.value for s in (RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED)} else None
+
+    return await eventually(done, timeout=20)  # type: ignore[return-value]
+
+
+async def test_command_success_is_projected_with_stdout(bus, worker):
+    job = await _job(name="echo-ok", target=sys.executable, args=["-c", "import sys; print('hello', sys.argv[1:])"])
+    run, created = await RunService(bus).submit(RunRequest(job=job, params={"who": "world"}))
+    assert created
+    row = await _final_row(run.id)
+    assert row.state == RunState.SUCCEEDED
+    assert row.exit_code == 0
+    assert row.attempt == 1
+    assert row.worker_id == worker.worker_id
+    assert row.dispatched_at is not None
+    log = await RunLog.objects.aget(run_id=run.id, stream="stdout")
+    assert "hello ['--who', 'world']" in log.data
+
+
+async def test_command_failure_records_error_summary(bus, worker):
+    job = await _job(name="fails", target=sys.executable, args=["-c", "import sys; sys.stderr.write('disk full\\n'); sys.exit(3)"])
+    run, _ = await RunService(bus).submit(RunRequest(job=job))
+    row = await _final_row(run.id)
+    assert row.state == RunState.FAILED
+    assert row.exit_code == 3
+    assert "disk full" in row.error_summary
+
+
+async def test_timeout_is_timed_out(bus, worker):
+    job = await _job(name="slow", target=sys.executable, args=["-c", "import time; time.sleep(30)"], timeout_seconds=0.5)
+    run, _ = await RunService(bus).submit(RunRequest(job=job))
+    row = await _final_row(run.id)
+    assert row.state == RunState.TIMED_OUT
+
+
+async def test_idempotency_key_creates_one_run(bus, worker):
+    job = await _job(name="idem", target="true")
+    service = RunService(bus)
+    first, created1 = await service.submit(RunRequest(job=job, idempotency_key="k-1"))
+    second, created2 = await service.submit(RunRequest(job=job, idempotency_key="k-1"))
+    assert created1 and not created2
+    assert first.id == second.id
+    assert await JobRun.objects.filter(job_name="idem").acount() == 1
+
+
+async def test_projection_is_idempotent_and_ordered(bus, worker):
+    from rota.leader.projector import apply_snapshots
+    from rota.runs.transitions import RunStore
+
+    job = await _job(name="proj", target="true")
+    run, _ = await RunService(bus).submit(RunRequest(job=job))
+    await _final_row(run.id)
+    final = await RunStore(bus.runs).get(run.id)
+    assert final is not None
+    # An older snapshot applied late must not roll the row back.
+    older = final.snap.__class__(**{**{f: getattr(final.snap, f) for f in final.snap.__slots__}, "version": 1, "state": "RUNNING"})
+    await sync_to_async(apply_snapshots)([older, final.snap, final.snap])
+    row = await JobRun.objects.aget(id=run.id)
+    assert row.state == RunState.SUCCEEDED
+    assert row.version == final.snap.version
+
+
+async def test_reconciler_dispatches_a_run_a_crash_left_behind(bus, worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rota.leader.reconciler import Reconciler
+    from rota.runs.service import prepare
+
+    job = await _job(name="outbox", target="true")
+    row, _snap = prepare(RunRequest(job=job))
+    row.created_at = timezone.now() - timedelta(seconds=60)
+    await row.asave(force_insert=True)  # SQL row only: "crashed" before KV and publish
+    assert await Reconciler(RunService(bus)).step() >= 1
+    final = await _final_row(row.id)
+    assert final.state == RunState.SUCCEEDED

@@ -13,10 +13,13 @@ class RotaConfig(AppConfig):
         from django.core.signals import setting_changed
 
         from rota import checks  # noqa: F401  (registers the system checks)
-        from rota.conf import reload_settings
+        from rota.conf import SettingsError, reload_settings
 
         def on_setting_changed(setting: str, **kwargs: object) -> None:
             if setting == "ROTA":
-                reload_settings()
+                try:
+                    reload_settings()
+                except SettingsError:
+                    pass  # reported by the system check rota.E001
 
         setting_changed.connect(on_setting_changed, weak=False)

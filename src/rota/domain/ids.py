@@ -24,7 +24,8 @@ def new_event_id() -> str:
 
 def safe_token(text: str) -> str:
     """Make ``text`` usable as one NATS subject token / KV key part."""
-    out = "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+    # ASCII only: NATS keys and subject tokens reject other letters.
+    out = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "_" for c in text)
     return out or "_"
 
 

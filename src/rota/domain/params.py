@@ -42,11 +42,15 @@ def validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
     if not errors:
         return
     err = errors[0]
-    path = ".".join(str(p) for p in err.absolute_path)
-    if not path and err.validator == "required":
+    parts = [str(p) for p in err.absolute_path]
+    instance = err.instance if isinstance(err.instance, dict) else {}
+    if err.validator == "required":
         # "'x' is a required property": the field is the missing one.
-        missing = [r for r in err.validator_value if r not in (err.instance or {})]
-        path = missing[0] if missing else ""
+        parts += [r for r in err.validator_value if r not in instance][:1]
+    elif err.validator == "additionalProperties":
+        known = err.schema.get("properties", {})
+        parts += [k for k in instance if k not in known][:1]
+    path = ".".join(parts)
     field = f"params.{path}" if path else "params"
     raise InvalidInput(f"{field}: {err.message}", field=field)
 

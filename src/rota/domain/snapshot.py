@@ -92,7 +92,11 @@ def advance(snap: RunSnapshot, target: RunState | str, *, now: float | None = No
 
 def tail(text: str, limit: int = OUTPUT_TAIL_BYTES) -> str:
     """The last ``limit`` bytes of ``text``, cut on a character boundary."""
+    # Encoding with "replace" also turns lone surrogates (undecodable bytes a
+    # process printed) into "?", so the result always serialises.
     data = text.encode("utf-8", "replace")
+    if limit <= 0:
+        return ""
     if len(data) <= limit:
-        return text
+        return data.decode("utf-8")
     return data[-limit:].decode("utf-8", "ignore")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,8 +28,6 @@ SUMMARY_LIMIT = 500
 #: How long to wait for the output pipes once the process group is gone. A
 #: process that escaped the group (its own ``setsid``) can hold them open forever.
 _DRAIN_GRACE = 1.0
-
-_READ_CHUNK = 64 * 1024
 
 
 def params_to_argv(params: Mapping[str, Any]) -> list[str]:
@@ -96,12 +95,15 @@ class CommandExecutor:
             return Outcome(RunState.CANCELLED, error_summary="cancelled before start")
         argv = [snap.target, *snap.args, *params_to_argv(snap.params)]
         env = {**os.environ, "ROTA_RUN_ID": snap.run_id, "ROTA_ATTEMPT": str(snap.attempt)}
+        loop = asyncio.get_running_loop()
+        capture = _Capture(loop, self.output_limit)
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, _ = await loop.subprocess_exec(
+                lambda: capture,
                 *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 env=env,
                 start_new_session=True,
             )
@@ -115,38 +117,34 @@ class CommandExecutor:
                 error_summary=format_summary(f"cannot start {snap.target}: {exc.strerror or exc}"),
             )
 
-        pgid = proc.pid  # start_new_session: the leader's pid is the group id
+        pgid = transport.get_pid()  # start_new_session: the leader's pid is the group id
         self._groups.add(pgid)
-        assert proc.stdout is not None and proc.stderr is not None
-        drains = [
-            asyncio.create_task(_drain(proc.stdout, self.output_limit)),
-            asyncio.create_task(_drain(proc.stderr, self.output_limit)),
-        ]
-        exited = asyncio.create_task(proc.wait())
         cancelled = asyncio.create_task(cancel.wait())
         stopped = False
         try:
-            await asyncio.wait({exited, cancelled}, timeout=snap.timeout, return_when=asyncio.FIRST_COMPLETED)
-            if exited.done():
+            await asyncio.wait(
+                {capture.exited, cancelled}, timeout=snap.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if capture.exited.done():
                 state, summary = None, ""
             else:
                 state = RunState.CANCELLED if cancelled.done() else RunState.TIMED_OUT
                 summary = "cancelled" if cancelled.done() else f"timed out after {snap.timeout:g}s"
-                await self._stop(pgid, exited)
-            returncode = await proc.wait()
+                await self._stop(pgid, capture.exited)
+            await capture.exited
             # Whatever the leader left behind in its group dies with the run.
             _signal_group(pgid, signal.SIGKILL)
             stopped = True
-            await asyncio.wait(drains, timeout=_DRAIN_GRACE)
-            stdout, stderr = (
-                _decode(task.result(), self.output_limit) if task.done() else "" for task in drains
-            )
+            await asyncio.wait({capture.closed}, timeout=_DRAIN_GRACE)
+            returncode = transport.get_returncode()
+            assert returncode is not None
         finally:
             if not stopped:  # our own task was cancelled: stop the work anyway
                 _signal_group(pgid, signal.SIGKILL)
             self._groups.discard(pgid)
-            for task in (*drains, exited, cancelled):
-                task.cancel()
+            cancelled.cancel()
+            transport.close()
+        stdout, stderr = capture.text(1), capture.text(2)
 
         if state is None:
             if returncode == 0:
@@ -165,7 +163,7 @@ class CommandExecutor:
             stderr=stderr,
         )
 
-    async def _stop(self, pgid: int, exited: asyncio.Task[int]) -> None:
+    async def _stop(self, pgid: int, exited: asyncio.Future[None]) -> None:
         """SIGTERM the group, give the leader ``kill_grace`` to exit, SIGKILL the group."""
         _signal_group(pgid, signal.SIGTERM)
         # Wait on the leader, not the whole group: orphans that died stay
@@ -186,18 +184,38 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-async def _drain(stream: asyncio.StreamReader, limit: int) -> bytes:
-    """Read ``stream`` to EOF, keeping only about the last ``limit`` bytes."""
-    buf = bytearray()
-    while chunk := await stream.read(_READ_CHUNK):
-        buf += chunk
-        if len(buf) > 2 * limit:  # trim in batches, not on every chunk
-            del buf[:-limit]
-    return bytes(buf)
+class _Capture(asyncio.SubprocessProtocol):
+    """Collects a process's output (only the last ``limit`` bytes per stream)
+    and reports its exit and the close of its pipes separately.
 
+    ``Process.wait()`` of the high-level API is not enough: it also waits for
+    the pipes, which a background grandchild can hold open forever.
+    """
 
-def _decode(data: bytes, limit: int) -> str:
-    return tail(data.decode("utf-8", "replace"), limit)
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.limit = limit
+        self.buffers = {1: bytearray(), 2: bytearray()}
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._open = {1, 2}
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buf = self.buffers[fd]
+        buf += data
+        if len(buf) > 2 * self.limit:  # trim in batches, not on every chunk
+            del buf[: -self.limit]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._open.discard(fd)
+        if not self._open and not self.closed.done():
+            self.closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def text(self, fd: int) -> str:
+        return tail(self.buffers[fd].decode("utf-8", "replace"), self.limit)
 
 
 def _last_line(text: str) -> str:

@@ -58,6 +58,11 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 #: How long to wait for a killed child's exit status before giving up on it.
 _REAP_TIMEOUT = 5.0
 
+#: How long a new child may take to import rota and report ready.
+_READY_TIMEOUT = 60.0
+
+_READY = b"ready"
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -73,6 +78,7 @@ def _child_main(conn: Connection, sys_path: list[str], cwd: str) -> None:
     os.setsid()
     _die_with_parent()
     sys.path[:] = sys_path if cwd in sys_path else [*sys_path, cwd]
+    conn.send_bytes(_READY)
     functions: dict[str, Callable[..., Any]] = {}
     while True:
         try:
@@ -134,7 +140,8 @@ def _serve(request: bytes, functions: dict[str, Callable[..., Any]]) -> bytes:
             if inspect.iscoroutine(value):
                 value = asyncio.run(value)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt fail the run too
-        err.write(traceback.format_exc())
+        # Skip this frame: the user's traceback starts at their function.
+        err.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next)))
         return _reply(out, err, error=_exception_summary(exc))
     try:
         return _reply(out, err, result=value)
@@ -288,6 +295,8 @@ class PythonExecutor:
             raise ValueError("size must be at least 1")
         self.fresh_process = fresh_process
         self._children: set[_Child] = set()
+        # Processes started but not yet ready, so the exit hook can kill them too.
+        self._spawned: set[BaseProcess] = set()
         self._idle: collections.deque[_Child] = collections.deque()
         # Runs waiting for a child; resolved with a child, or None when the run
         # was stopped or the executor closed.
@@ -307,8 +316,13 @@ class PythonExecutor:
         async with self._start_lock:
             if self._started:
                 return
-            for _ in range(self.size):
-                self._release(await self._spawn())
+            spawned = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
+            children = [c for c in spawned if isinstance(c, _Child)]
+            if len(children) < len(spawned):
+                await asyncio.gather(*(self._retire(c) for c in children))
+                raise next(e for e in spawned if isinstance(e, BaseException))
+            for child in children:
+                self._release(child)
             self._started = True
 
     async def run(self, snap: RunSnapshot, cancel: asyncio.Event) -> Outcome:
@@ -447,13 +461,25 @@ class PythonExecutor:
             raise
         finally:
             child_conn.close()  # the child has its copy; ours would hide its EOF
-        child = _Child(proc, parent_conn, loop, self._on_idle_death)
-        self._children.add(child)
         if not self._atexit_registered:
             # Runs before multiprocessing's own exit hook, which would
             # otherwise wait forever for our (non-daemon) children.
             atexit.register(self._kill_all)
             self._atexit_registered = True
+        self._spawned.add(proc)
+        try:
+            await _wait_ready(loop, parent_conn)
+        except BaseException as exc:
+            _kill_group(proc.pid)  # type: ignore[arg-type]
+            code = await loop.run_in_executor(_mp_executor(), _reap, proc, _REAP_TIMEOUT)
+            parent_conn.close()
+            if isinstance(exc, EOFError):
+                raise RuntimeError(f"python executor process exited with code {code} before it was ready") from None
+            raise
+        finally:
+            self._spawned.discard(proc)
+        child = _Child(proc, parent_conn, loop, self._on_idle_death)
+        self._children.add(child)
         return child
 
     async def _retire(self, child: _Child) -> int | None:
@@ -502,6 +528,20 @@ class PythonExecutor:
     def _kill_all(self) -> None:
         for child in list(self._children):
             _kill_group(child.pid)
+        for proc in list(self._spawned):
+            _kill_group(proc.pid)  # type: ignore[arg-type]
+
+
+async def _wait_ready(loop: asyncio.AbstractEventLoop, conn: Connection) -> None:
+    """Wait for a new child's ready message; EOFError if it died first."""
+    readable = loop.create_future()
+    loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+    try:
+        await asyncio.wait_for(readable, _READY_TIMEOUT)
+    finally:
+        loop.remove_reader(conn.fileno())
+    if conn.recv_bytes() != _READY:
+        raise RuntimeError("python executor process sent an unexpected greeting")
 
 
 def _settle_waiter(waiter: asyncio.Future[_Child | None], value: _Child | None) -> None:

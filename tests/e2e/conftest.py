@@ -49,6 +49,7 @@ def start_stack(tmp: Path, *extra_args: str, timeout: float = 60.0) -> Stack:
     data_dir = tmp / "data"
     port = free_port()
     log = tmp / "up.log"
+    offset = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
     proc = subprocess.Popen(
         [sys.executable, "-m", "rota", "up", "--data-dir", str(data_dir), "--port", str(port), *extra_args],
         stdout=open(log, "ab"),
@@ -61,7 +62,7 @@ def start_stack(tmp: Path, *extra_args: str, timeout: float = 60.0) -> Stack:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"rota up exited with {proc.returncode}:\n{log.read_text()}")
-        if "rota is up" in log.read_text():
+        if b"rota is up" in log.read_bytes()[offset:]:
             token = (data_dir / "admin.token").read_text().strip()
             return Stack(proc, data_dir, url, token, log)
         time.sleep(0.1)

@@ -52,9 +52,9 @@ def describe(pid: int) -> str:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return "?"
-    for key in ("nats-server", "rota server", "rota worker", "rota up", "multiprocessing", "forkserver"):
+    for key in ("nats-server", "rota server", "rota worker", "rota up", "forkserver", "multiprocessing"):
         if key in cmd:
-            return key if "rota" not in key else key
+            return {"forkserver": "python pool forkserver", "multiprocessing": "python pool child"}.get(key, key)
     return cmd[:60]
 
 
@@ -136,7 +136,10 @@ def main() -> int:
         print(f"runs={args.runs} workers={args.workers} capacity={args.capacity}")
         print(f"submitted/s: {submitted_s:,.0f}")
         print(f"completed/s: {completed_s:,.0f}  (all {args.runs} SUCCEEDED in SQL after {elapsed:.1f}s)")
-        memory_report("after the run", pids)
+        pids = [stack.proc.pid] + tree(stack.proc.pid) + [p.pid for p in extra]
+        for p in extra:
+            pids += tree(p.pid)
+        memory_report("after the run, with the python pools' children", sorted(set(pids)))
 
         if args.http:
             import httpx

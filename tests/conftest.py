@@ -24,6 +24,12 @@ os.environ.setdefault("ROTA_SECRET_KEY", "tests-only-secret")
 if not os.environ.get("ROTA_DATABASE_URL", "").startswith("postgres"):
     # A file, not :memory:, so that worker threads and processes share it.
     os.environ.setdefault("ROTA_TEST_DATABASE_NAME", str(_TMP / "test.sqlite3"))
+# Set here, not in pyproject.toml: pytest-django must load the settings only after
+# the variables above exist (it does so in pytest_configure when it finds this).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rota.standalone.settings")
+from django.conf import settings as _django_settings  # noqa: E402
+
+_django_settings.DATABASES  # noqa: B018  (loads the settings now, with the variables above)
 
 
 @pytest.fixture(scope="session")

@@ -166,6 +166,19 @@ async def test_command_cancel(command: CommandExecutor) -> None:
     assert await wait_gone(int(out.stdout))
 
 
+async def test_command_task_cancellation_kills_the_group(command: CommandExecutor, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    task = asyncio.create_task(
+        command.run(snap("command", "sh", "-c", f"sleep 100 & echo $! > {pidfile}; wait"), asyncio.Event())
+    )
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_gone(int(pidfile.read_text()))
+
+
 async def test_command_cancelled_before_start(command: CommandExecutor) -> None:
     cancel = asyncio.Event()
     cancel.set()
@@ -283,6 +296,18 @@ async def test_python_cancel(pool: PythonExecutor) -> None:
     assert time.monotonic() - started < 2
     out = await pool.run(snap("python", f"{JOBS}:noop"), asyncio.Event())
     assert out.state == RunState.SUCCEEDED
+
+
+async def test_python_task_cancellation_replaces_child(pool: PythonExecutor) -> None:
+    pids = {(await pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result for _ in range(4)}
+    task = asyncio.create_task(pool.run(snap("python", f"{JOBS}:sleep", seconds=100), asyncio.Event()))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    outs = await asyncio.gather(*(pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event()) for _ in range(10)))
+    assert {o.state for o in outs} == {RunState.SUCCEEDED}
+    assert len(pids - {o.result for o in outs}) == 1  # exactly the busy child was replaced
 
 
 async def test_python_child_crash(pool: PythonExecutor) -> None:

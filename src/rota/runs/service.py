@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
 
 from rota.bus.connection import Bus
@@ -24,6 +23,7 @@ from rota.domain.ids import msg_id, new_run_id
 from rota.domain.params import merge_params, validate_params
 from rota.domain.snapshot import RunSnapshot
 from rota.models import JobDefinition, JobRun
+from rota.runs.sqlwriter import sql_writer
 from rota.runs.transitions import RunStore, Versioned
 
 REV_HEADER = "Rota-Rev"
@@ -108,7 +108,7 @@ class RunService:
         Idempotency-Key that was used before, the earlier run and False."""
         row, snap = prepare(request)
         try:
-            await sync_to_async(_insert_one)(row)
+            await sql_writer().insert(row)
         except IntegrityError:
             if request.idempotency_key is None:
                 raise
@@ -121,7 +121,7 @@ class RunService:
         """Create many runs in one transaction and dispatch them pipelined."""
         prepared = [prepare(r) for r in requests]
         rows = [row for row, _ in prepared]
-        await sync_to_async(_insert_many)(rows)
+        await sql_writer().call(_insert_many, rows)
         await self.dispatch([snap for _, snap in prepared])
         return rows
 
@@ -136,7 +136,7 @@ class RunService:
             return
         versions = await asyncio.gather(*(self.store.create(s) for s in snaps))
         await asyncio.gather(*(self.publish(v, pinned_to=pinned_to) for v in versions))
-        await sync_to_async(_mark_dispatched)([s.run_id for s in snaps])
+        await sql_writer().mark_dispatched([s.run_id for s in snaps])
 
     async def publish(self, v: Versioned, *, pinned_to: str | None = None) -> None:
         subject = pinned_subject(pinned_to) if pinned_to else work_subject(v.snap.tag)
@@ -147,19 +147,6 @@ class RunService:
         )
 
 
-def _insert_one(row: JobRun) -> None:
-    with transaction.atomic():
-        row.save(force_insert=True)
-
-
 def _insert_many(rows: list[JobRun]) -> None:
     with transaction.atomic():
         JobRun.objects.bulk_create(rows, batch_size=500)
-
-
-def _mark_dispatched(run_ids: list[str]) -> None:
-    now = datetime.now(timezone.utc)
-    for i in range(0, len(run_ids), 500):
-        JobRun.objects.filter(id__in=run_ids[i : i + 500], dispatched_at__isnull=True).update(
-            dispatched_at=now
-        )

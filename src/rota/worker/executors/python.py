@@ -34,9 +34,11 @@ import inspect
 import io
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -89,12 +91,24 @@ def _child_main(conn: Connection, sys_path: list[str], cwd: str) -> None:
 
 
 def _die_with_parent() -> None:
-    # EOF on the pipe covers a parent that exits; PDEATHSIG also covers a child
-    # stuck in user code when its parent (the forkserver, which exits with the
-    # worker) dies.
+    """Make sure a child, and all it started, ends when the worker does.
+
+    An idle child sees EOF on its pipe. A busy one cannot, and PDEATHSIG alone
+    is not enough: the child's parent is the forkserver, which stays alive as
+    long as any child does. So a thread waits on the worker's sentinel (EOF
+    when the worker exits) and kills the child's process group.
+    """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent.sentinel,), name="rota-parent-watch", daemon=True).start()
+
+
+def _watch_parent(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os.killpg(0, signal.SIGKILL)
 
 
 class _ResolveError(Exception):

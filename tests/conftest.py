@@ -60,8 +60,23 @@ def rota_settings(nats_server):
     return reload_settings()
 
 
+@pytest.fixture(scope="session")
+def _db_threads(django_db_setup, django_db_blocker):
+    """Close the connections that rota's SQL threads opened, before the test
+    database is dropped (PostgreSQL refuses to drop a database in use)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from rota.runs.sqlwriter import close_all_writers
+
+    with django_db_blocker.unblock():
+        close_all_writers()
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
 @pytest.fixture
-async def bus(rota_settings):
+async def bus(rota_settings, _db_threads):
     from rota.bus.connection import connect
 
     b = await connect(rota_settings, name="rota-tests", ensure=True)

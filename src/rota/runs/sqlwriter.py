@@ -40,6 +40,13 @@ class SqlWriter:
         self._marks: list[tuple[str, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
+    def close(self) -> None:
+        """Close this writer's database connection and stop its thread."""
+        from django.db import connections
+
+        self._executor.submit(connections.close_all).result()
+        self._executor.shutdown(wait=True)
+
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn`` on the writer thread (retrying once on a broken connection)."""
         loop = asyncio.get_running_loop()
@@ -131,3 +138,10 @@ def sql_writer() -> SqlWriter:
     if writer is None:
         writer = _writers[loop_id] = SqlWriter()
     return writer
+
+
+def close_all_writers() -> None:
+    """Close every writer (tests, and processes that shut down their loop)."""
+    while _writers:
+        _, writer = _writers.popitem()
+        writer.close()

@@ -136,14 +136,16 @@ def test_sigterm_leaves_no_process_and_restart_reuses_data(tmp_path):
 
     stack = start_stack(tmp_path)
     c = stack.client
-    _define(c, "kept", kind="command", target="true")
-    children = subprocess.run(["pgrep", "-P", str(stack.proc.pid)], capture_output=True, text=True).stdout.split()
-    assert len(children) >= 3  # nats-server, server, worker
+    _define(c, "kept", kind="python", target="rota.contrib.examples:add")
+    run = _finished(c, c.post("/runs", json={"job": "kept", "params": {"a": 2, "b": 3}}).json()["run_id"])
+    assert run["state"] == "SUCCEEDED" and run["result"] == 5
+    tree = _descendants(stack.proc.pid)
+    # nats-server, server, worker, and the worker's python pool (forkserver + children)
+    assert len(tree) >= 5, tree
     assert stop_stack(stack) == 0
-    time.sleep(0.2)
-    for pid in children:
-        with pytest.raises(ProcessLookupError):
-            os.kill(int(pid), 0)
+    time.sleep(0.5)
+    alive = [pid for pid in tree if _alive(pid)]
+    assert alive == []
     again = start_stack(tmp_path)
     try:
         names = [j["name"] for j in again.client.get("/jobs").json()]
@@ -152,3 +154,39 @@ def test_sigterm_leaves_no_process_and_restart_reuses_data(tmp_path):
         assert httpx.get(again.url + "/health").status_code == 200
     finally:
         stop_stack(again)
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    found = [int(p) for p in out]
+    for child in list(found):
+        found += _descendants(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True if pid runs; a zombie (exited, not yet reaped by PID 1 here) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_doctor_says_what_is_wrong(stack, tmp_path):
+    from rota.bus.server import free_port
+
+    env = stack.env()
+    ok = subprocess.run([sys.executable, "-m", "rota", "doctor"], env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "FAIL" not in ok.stdout
+
+    dead = free_port()
+    broken = {**env, "ROTA_NATS_URL": f"nats://127.0.0.1:{dead}",
+              "ROTA_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}",
+              "ROTA_API_URL": f"http://127.0.0.1:{dead}"}
+    bad = subprocess.run([sys.executable, "-m", "rota", "doctor"], env=broken, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert f"cannot connect to NATS at nats://127.0.0.1:{dead}" in bad.stdout
+    assert "not migrated" in bad.stdout and "rota migrate" in bad.stdout
+    assert f"no web server at http://127.0.0.1:{dead}" in bad.stdout

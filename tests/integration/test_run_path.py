@@ -121,3 +121,65 @@ async def test_reconciler_dispatches_a_run_a_crash_left_behind(bus, worker):
     assert await Reconciler(RunService(bus)).step() >= 1
     final = await _final_row(row.id)
     assert final.state == RunState.SUCCEEDED
+
+
+async def _running_on(bus, run_id: str, worker_id: str | None = None):
+    from rota.runs.transitions import RunStore
+
+    async def check():
+        v = await RunStore(bus.runs).get(run_id)
+        if v and v.snap.state == RunState.RUNNING and (worker_id is None or v.snap.worker_id == worker_id):
+            return v
+        return None
+
+    return await eventually(check, timeout=20)
+
+
+async def test_shutdown_lets_short_runs_finish(bus, rota_settings):
+    w = Worker(rota_settings, tags=["drain"], capacity=2, roles={"execute"},
+               executors={"command": CommandExecutor(kill_grace=0.5)})
+    await w.start()
+    job = await _job(name="short", target="sleep", args=["0.5"], tags=["drain"])
+    run, _ = await RunService(bus).submit(RunRequest(job=job))
+    await _running_on(bus, run.id, w.worker_id)
+    await w.shutdown(grace=10)
+    from rota.runs.transitions import RunStore
+
+    final = await RunStore(bus.runs).get(run.id)
+    assert final.snap.state == RunState.SUCCEEDED
+    assert final.snap.attempt == 1
+    import orjson
+
+    entry = await (await bus.js.key_value("rota_workers")).get(w.worker_id)
+    assert orjson.loads(entry.value)["state"] == "STOPPED_GRACEFUL"
+
+
+async def test_shutdown_hands_back_runs_past_the_grace(bus, rota_settings, tmp_path):
+    """A run still going when the grace ends is handed back and finished by
+    another worker as attempt 2; the first copy is stopped and reports nothing."""
+    marker = tmp_path / "attempts"
+    first = Worker(rota_settings, tags=["handback"], capacity=2, roles={"execute"},
+                   executors={"command": CommandExecutor(kill_grace=0.5)})
+    await first.start()
+    script = f"import os,time; open({str(marker)!r},'a').write(os.environ['ROTA_ATTEMPT']+'\\n'); time.sleep(float(os.environ.get('SLEEP','0')) or (30 if os.environ['ROTA_ATTEMPT']=='1' else 0))"
+    job = await _job(name="long", target=sys.executable, args=["-c", script], tags=["handback"])
+    run, _ = await RunService(bus).submit(RunRequest(job=job))
+    await _running_on(bus, run.id, first.worker_id)
+    await first.shutdown(grace=0.3)
+
+    from rota.runs.transitions import RunStore
+
+    handed = await RunStore(bus.runs).get(run.id)
+    assert handed.snap.state == RunState.ORPHANED and handed.snap.worker_id is None
+
+    second = Worker(rota_settings, tags=["handback"], capacity=2, roles={"execute", "lead"},
+                    executors={"command": CommandExecutor(kill_grace=0.5)})
+    await second.start()
+    try:
+        row = await _final_row(run.id)
+        assert row.state == RunState.SUCCEEDED
+        assert row.attempt == 2
+        assert row.worker_id == second.worker_id
+        assert marker.read_text().split() == ["1", "2"]
+    finally:
+        await second.shutdown(grace=2)

@@ -40,7 +40,9 @@ class Bus:
         await self.nc.close()
 
 
-async def connect(settings: RotaSettings, *, name: str = "rota", ensure: bool = False) -> Bus:
+async def connect(
+    settings: RotaSettings, *, name: str = "rota", ensure: bool = False, initial_attempts: int = 4
+) -> Bus:
     """Connect and bind the run bucket. ``ensure`` also creates missing resources."""
 
     async def on_error(exc: Exception) -> None:
@@ -51,7 +53,9 @@ async def connect(settings: RotaSettings, *, name: str = "rota", ensure: bool = 
             settings.nats_url,
             token=settings.nats_token or None,
             name=name,
-            max_reconnect_attempts=-1,
+            # A few tries at start, so an unreachable NATS is reported, not
+            # waited on forever; once connected, reconnect forever (below).
+            max_reconnect_attempts=initial_attempts,
             reconnect_time_wait=0.5,
             connect_timeout=5,
             allow_reconnect=True,
@@ -65,6 +69,7 @@ async def connect(settings: RotaSettings, *, name: str = "rota", ensure: bool = 
             f"cannot connect to NATS at {settings.nats_url}: {exc or type(exc).__name__}",
             hint="is `rota up` (or your nats-server) running, and is ROTA_NATS_TOKEN right?",
         ) from exc
+    nc.options["max_reconnect_attempts"] = -1
     js = nc.jetstream(timeout=10)
     if ensure:
         from rota.bus.resources import ensure_resources

@@ -39,14 +39,6 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def tree(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    pids = [int(p) for p in out]
-    for p in list(pids):
-        pids += tree(p)
-    return pids
-
-
 def describe(pid: int) -> str:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -104,7 +96,7 @@ def main() -> int:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="rota-bench-"))
-    from tests.e2e.conftest import start_stack, stop_stack
+    from tests.e2e.conftest import descendants, start_stack, stop_stack
 
     os.environ["ROTA_WORKER_CAPACITY"] = str(args.capacity)
     stack = start_stack(tmp)
@@ -119,9 +111,9 @@ def main() -> int:
     ]
     try:
         time.sleep(3)
-        pids = [stack.proc.pid] + tree(stack.proc.pid) + [p.pid for p in extra]
+        pids = [stack.proc.pid] + descendants(stack.proc.pid) + [p.pid for p in extra]
         for p in extra:
-            pids += tree(p.pid)
+            pids += descendants(p.pid)
         memory_report("idle", pids)
         c = stack.client
         r = c.post("/jobs", json={"name": "noop", "kind": "python", "target": "rota.contrib.examples:noop"})
@@ -136,9 +128,9 @@ def main() -> int:
         print(f"runs={args.runs} workers={args.workers} capacity={args.capacity}")
         print(f"submitted/s: {submitted_s:,.0f}")
         print(f"completed/s: {completed_s:,.0f}  (all {args.runs} SUCCEEDED in SQL after {elapsed:.1f}s)")
-        pids = [stack.proc.pid] + tree(stack.proc.pid) + [p.pid for p in extra]
+        pids = [stack.proc.pid] + descendants(stack.proc.pid) + [p.pid for p in extra]
         for p in extra:
-            pids += tree(p.pid)
+            pids += descendants(p.pid)
         memory_report("after the run, with the python pools' children", sorted(set(pids)))
 
         if args.http:

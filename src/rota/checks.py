@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.checks import Error, Tags, Warning, register
 
-from rota.conf import SettingsError, get_settings, reload_settings
+from rota.conf import SettingsError, reload_settings
 
 
 @register(Tags.compatibility, deploy=False)

@@ -92,3 +92,13 @@ def wait_for(fn, timeout: float = 20.0, interval: float = 0.1):
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last: {last!r}")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, children first."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    found = [int(p) for p in out]
+    for child in list(found):
+        found += descendants(child)
+    return found
+

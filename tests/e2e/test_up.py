@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import start_stack, stop_stack, wait_for
+from tests.e2e.conftest import descendants, start_stack, stop_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -139,7 +139,7 @@ def test_sigterm_leaves_no_process_and_restart_reuses_data(tmp_path):
     _define(c, "kept", kind="python", target="rota.contrib.examples:add")
     run = _finished(c, c.post("/runs", json={"job": "kept", "params": {"a": 2, "b": 3}}).json()["run_id"])
     assert run["state"] == "SUCCEEDED" and run["result"] == 5
-    tree = _descendants(stack.proc.pid)
+    tree = descendants(stack.proc.pid)
     # nats-server, server, worker, and the worker's python pool (forkserver + children)
     assert len(tree) >= 5, tree
     assert stop_stack(stack) == 0
@@ -154,14 +154,6 @@ def test_sigterm_leaves_no_process_and_restart_reuses_data(tmp_path):
         assert httpx.get(again.url + "/health").status_code == 200
     finally:
         stop_stack(again)
-
-
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    found = [int(p) for p in out]
-    for child in list(found):
-        found += _descendants(child)
-    return found
 
 
 def _alive(pid: int) -> bool:

@@ -28,12 +28,15 @@ def snap(kind: str, target: str, *args: str, timeout: float | None = None, **par
 
 def gone(pid: int) -> bool:
     """True once ``pid`` no longer runs (a zombie counts: this container's
-    init does not reap orphans)."""
+    init does not reap orphans). Every thread must be gone: a killed
+    multi-threaded process shows its leader as a zombie while the other threads
+    still exit, and its open files (our pipe's end) close only after the last."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
     except FileNotFoundError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return all(state == "Z" for state in states)
 
 
 async def wait_gone(pid: int, timeout: float = 3.0) -> bool:

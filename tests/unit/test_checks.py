@@ -13,7 +13,7 @@ from django.core import checks as django_checks
 from django.test import override_settings
 
 from rota.checks import check_rota_settings
-from rota.conf import ENV_PREFIX, RotaSettings, SettingsError, get_settings, reload_settings
+from rota.conf import ENV_PREFIX, RotaSettings, get_settings, reload_settings
 
 GOOD = {
     "nats_url": "nats://127.0.0.1:4222",

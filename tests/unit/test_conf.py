@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from rota.conf import RotaSettings, SettingsError, _coerce, build_settings, get_settings, reload_settings
+from rota.conf import (
+    RotaSettings,
+    SettingsError,
+    _coerce,
+    build_settings,
+    get_settings,
+    reload_settings,
+)
 
 
 def build(django_dict=None, **env):

@@ -6,20 +6,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from datetime import datetime, timezone
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Query
-from ninja.errors import HttpError
 
 import rota
 from rota.api.auth import TokenOrSession
 from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
 from rota.bus.connection import Bus, connect
 from rota.conf import get_settings
+from rota.domain.clock import utc_from_ts as _dt
 from rota.domain.params import check_schema
 from rota.domain.snapshot import RunSnapshot
 from rota.domain.states import RunState, seed003_status
@@ -86,10 +85,6 @@ async def get_bus() -> Bus:
 
 
 # -- shapes ------------------------------------------------------------------------
-
-
-def _dt(ts: float | None) -> datetime | None:
-    return datetime.fromtimestamp(ts, tz=timezone.utc) if ts else None
 
 
 def run_from_snapshot(s: RunSnapshot, row: JobRun | None = None) -> dict[str, Any]:

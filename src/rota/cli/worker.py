@@ -8,7 +8,13 @@ import dataclasses
 import logging
 import signal
 
-from rota.cli.base import add_common_worker_args, env_default, env_help, run_system_checks, setup_django
+from rota.cli.base import (
+    add_common_worker_args,
+    env_default,
+    env_help,
+    run_system_checks,
+    setup_django,
+)
 
 help = "run a worker: pull runs for its tags and execute them"
 

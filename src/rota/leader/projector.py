@@ -15,16 +15,18 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from rota.bus import subjects
 from rota.bus.connection import Bus
+from rota.domain.clock import utc_from_ts as _ts
 from rota.domain.snapshot import RunSnapshot, decode
 from rota.domain.states import is_terminal
 from rota.models import JobRun, RunLog
+from rota.runs.sqlwriter import sql_writer
+from rota.steps import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,6 @@ _COLUMNS = (
     "continuation_check_deadline_at",
     *_TIME_FIELDS,
 )
-
-
-def _ts(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=timezone.utc) if value else None
 
 
 def _row_values(s: RunSnapshot) -> dict[str, Any]:
@@ -144,22 +142,11 @@ class Projector:
                 snaps.append(decode(m.data))
             except Exception:  # a value rota did not write: skip it, never stall on it
                 log.warning("projector: undecodable snapshot on %s", m.subject)
-        applied = await sync_to_async(_apply_in_thread)(snaps)
+        applied = await sql_writer().call(apply_snapshots, snaps)
         # AckPolicy.ALL: acking the last message acknowledges the whole batch.
         await msgs[-1].ack()
         return applied
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("projector step failed; retrying")
-                await asyncio.sleep(1.0)
-
-
-def _apply_in_thread(snaps: list[RunSnapshot]) -> int:
-    close_old_connections()
-    return apply_snapshots(snaps)
+        # step() itself waits up to a second for messages: no idle pause needed.
+        await run_steps("projector", self.step, stop)

@@ -9,11 +9,11 @@ import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 
-from asgiref.sync import sync_to_async
-
 from rota.domain.states import RunState
 from rota.models import JobRun
 from rota.runs.service import RunService, snapshot_for
+from rota.runs.sqlwriter import sql_writer
+from rota.steps import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Reconciler:
         )
 
     async def step(self) -> int:
-        rows = await sync_to_async(self._undispatched)()
+        rows = await sql_writer().call(self._undispatched)
         snaps = [snapshot_for(r, r.job) for r in rows if r.job is not None]
         if snaps:
             log.info("reconciler: dispatching %d run(s) a crash left undispatched", len(snaps))
@@ -41,14 +41,4 @@ class Reconciler:
         return len(snaps)
 
     async def run(self, stop: asyncio.Event, interval: float = 5.0) -> None:
-        while not stop.is_set():
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reconciler step failed")
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
+        await run_steps("reconciler", self.step, stop, idle_interval=interval, error_backoff=interval)

@@ -2,9 +2,10 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import rota.domain.states
 from django.conf import settings
 from django.db import migrations, models
+
+import rota.domain.states
 
 
 class Migration(migrations.Migration):

@@ -423,8 +423,15 @@ class PythonExecutor:
             return None
         while self._idle:
             child = self._idle.popleft()
-            if child.alive:
-                return child
+            if not child.alive:
+                continue
+            # An idle child has nothing to say: anything readable is the EOF of
+            # a death the event loop has not reported yet. Sending it a run
+            # would fail that run for nothing, so replace it and look further.
+            if child.conn.poll():
+                child._lost()
+                continue
+            return child
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[_Child | None] = loop.create_future()
         self._waiters.append(waiter)

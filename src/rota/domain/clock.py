@@ -1,0 +1,11 @@
+"""Time conversions. Snapshots carry epoch seconds (cheap to encode and compare);
+SQL and the API carry aware UTC datetimes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def utc_from_ts(ts: float | None) -> datetime | None:
+    """Epoch seconds → aware UTC datetime; None (or 0, never a real time) → None."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc) if ts else None

@@ -44,9 +44,19 @@ def describe(pid: int) -> str:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return "?"
-    for key in ("nats-server", "rota server", "rota worker", "rota up", "forkserver", "multiprocessing"):
+    for key in (
+        "nats-server",
+        "rota server",
+        "rota worker",
+        "rota up",
+        "forkserver",
+        "multiprocessing",
+    ):
         if key in cmd:
-            return {"forkserver": "python pool forkserver", "multiprocessing": "python pool child"}.get(key, key)
+            return {
+                "forkserver": "python pool forkserver",
+                "multiprocessing": "python pool child",
+            }.get(key, key)
     return cmd[:60]
 
 
@@ -91,7 +101,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=2, help="workers in total (rota up's + added)")
     ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--http", type=int, default=1000, help="single HTTP submissions to time (0: skip)")
+    ap.add_argument(
+        "--http", type=int, default=1000, help="single HTTP submissions to time (0: skip)"
+    )
     ap.add_argument("--capacity", type=int, default=64)
     args = ap.parse_args()
 
@@ -104,8 +116,19 @@ def main() -> int:
     env["ROTA_WORKER_CAPACITY"] = str(args.capacity)
     extra = [
         subprocess.Popen(
-            [sys.executable, "-m", "rota", "worker", "--node-id", f"bench{i}", "--roles", "execute"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "rota",
+                "worker",
+                "--node-id",
+                f"bench{i}",
+                "--roles",
+                "execute",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for i in range(args.workers - 1)
     ]
@@ -116,7 +139,9 @@ def main() -> int:
             pids += descendants(p.pid)
         memory_report("idle", pids)
         c = stack.client
-        r = c.post("/jobs", json={"name": "noop", "kind": "python", "target": "rota.contrib.examples:noop"})
+        r = c.post(
+            "/jobs", json={"name": "noop", "kind": "python", "target": "rota.contrib.examples:noop"}
+        )
         assert r.status_code == 201, r.text
 
         os.environ.update({k: v for k, v in env.items() if k.startswith("ROTA_")})
@@ -127,7 +152,9 @@ def main() -> int:
         submitted_s, completed_s, elapsed = asyncio.run(submit_and_wait(args.runs, args.batch))
         print(f"runs={args.runs} workers={args.workers} capacity={args.capacity}")
         print(f"submitted/s: {submitted_s:,.0f}")
-        print(f"completed/s: {completed_s:,.0f}  (all {args.runs} SUCCEEDED in SQL after {elapsed:.1f}s)")
+        print(
+            f"completed/s: {completed_s:,.0f}  (all {args.runs} SUCCEEDED in SQL after {elapsed:.1f}s)"
+        )
         pids = [stack.proc.pid] + descendants(stack.proc.pid) + [p.pid for p in extra]
         for p in extra:
             pids += descendants(p.pid)
@@ -137,7 +164,11 @@ def main() -> int:
             import httpx
 
             async def http_submit() -> float:
-                async with httpx.AsyncClient(base_url=stack.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30) as ac:
+                async with httpx.AsyncClient(
+                    base_url=stack.url,
+                    headers={"Authorization": f"Bearer {stack.token}"},
+                    timeout=30,
+                ) as ac:
                     sem = asyncio.Semaphore(16)
 
                     async def one() -> None:
@@ -149,7 +180,9 @@ def main() -> int:
                     await asyncio.gather(*(one() for _ in range(args.http)))
                     return args.http / (time.perf_counter() - t0)
 
-            print(f"HTTP POST /runs (16 concurrent, one server process): {asyncio.run(http_submit()):,.0f}/s")
+            print(
+                f"HTTP POST /runs (16 concurrent, one server process): {asyncio.run(http_submit()):,.0f}/s"
+            )
     finally:
         for p in extra:
             p.send_signal(signal.SIGTERM)

@@ -34,10 +34,14 @@ def check_rota_settings(app_configs: Any = None, **kwargs: Any) -> list:
             )
         )
     if not s.node_id:
-        found.append(Error("ROTA_NODE_ID is empty", hint="set it to the host or pod name", id="rota.E003"))
+        found.append(
+            Error("ROTA_NODE_ID is empty", hint="set it to the host or pod name", id="rota.E003")
+        )
     if not 0 < s.grpc_port < 65536:
         found.append(
-            Error(f"ROTA_GRPC_PORT {s.grpc_port} is out of range", hint="use 1-65535", id="rota.E004")
+            Error(
+                f"ROTA_GRPC_PORT {s.grpc_port} is out of range", hint="use 1-65535", id="rota.E004"
+            )
         )
     if s.worker_capacity < 1:
         found.append(
@@ -51,7 +55,9 @@ def check_rota_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="rota.W001",
             )
         )
-    if s.database_url and not s.database_url.startswith(("sqlite:", "postgres:", "postgresql:", "pgsql:")):
+    if s.database_url and not s.database_url.startswith(
+        ("sqlite:", "postgres:", "postgresql:", "pgsql:")
+    ):
         found.append(
             Error(
                 f"ROTA_DATABASE_URL {s.database_url!r} is neither SQLite nor PostgreSQL",
@@ -59,7 +65,11 @@ def check_rota_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="rota.E006",
             )
         )
-    for label, path in (("TLS certificate", s.tls_cert_path), ("TLS key", s.tls_key_path), ("TLS CA", s.tls_ca_path)):
+    for label, path in (
+        ("TLS certificate", s.tls_cert_path),
+        ("TLS key", s.tls_key_path),
+        ("TLS CA", s.tls_ca_path),
+    ):
         if (s.tls_cert or s.tls_key or s.tls_ca) and not path.exists():
             found.append(
                 Warning(

@@ -15,10 +15,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENV_PREFIX = "ROTA_"
 
@@ -108,7 +109,9 @@ def build_settings(
     for key, value in (django_dict or {}).items():
         name = key.lower()
         if name not in fields:
-            raise SettingsError(f"ROTA[{key!r}]", f"unknown setting; known: {', '.join(sorted(fields))}")
+            raise SettingsError(
+                f"ROTA[{key!r}]", f"unknown setting; known: {', '.join(sorted(fields))}"
+            )
         values[name] = _coerce(name, value, fields[name].type)
     for name, f in fields.items():
         env_key = ENV_PREFIX + name.upper()

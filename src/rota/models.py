@@ -246,7 +246,7 @@ class SchedulerSettings(models.Model):
         verbose_name_plural = "scheduler settings"
 
     @classmethod
-    def load(cls) -> "SchedulerSettings":
+    def load(cls) -> SchedulerSettings:
         obj, _ = cls.objects.get_or_create(pk=1)
         return obj
 
@@ -284,7 +284,7 @@ class ApiToken(models.Model):
     revoked = models.BooleanField(default=False)
 
     @classmethod
-    def issue(cls, user, name: str = "default") -> tuple["ApiToken", str]:  # type: ignore[no-untyped-def]
+    def issue(cls, user, name: str = "default") -> tuple[ApiToken, str]:  # type: ignore[no-untyped-def]
         raw = "rota_" + secrets.token_urlsafe(32)
         token = cls.objects.create(
             name=name, user=user, token_hash=hash_token(raw), prefix=raw[5:13]

@@ -33,7 +33,9 @@ class Stack:
 
     @property
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10
+        )
 
     def env(self) -> dict[str, str]:
         """The environment a second worker or the CLI gets from rota.env."""
@@ -50,13 +52,24 @@ def start_stack(tmp: Path, *extra_args: str, timeout: float = 60.0) -> Stack:
     port = free_port()
     log = tmp / "up.log"
     offset = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rota", "up", "--data-dir", str(data_dir), "--port", str(port), *extra_args],
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        env=clean_env(ROTA_SHUTDOWN_GRACE_SECONDS="3"),
-        cwd=tmp,
-    )
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rota",
+                "up",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+                *extra_args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_env(ROTA_SHUTDOWN_GRACE_SECONDS="3"),
+            cwd=tmp,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -101,4 +114,3 @@ def descendants(pid: int) -> list[int]:
     for child in list(found):
         found += descendants(child)
     return found
-

@@ -23,7 +23,12 @@ def _finished(client, run_id: str) -> dict:
     def check():
         page = client.get("/runs", params={"limit": 200}).json()
         for item in page["items"]:
-            if item["run_id"] == run_id and item["state"] not in ("PENDING", "ASSIGNED", "RUNNING", "CANCELLING"):
+            if item["run_id"] == run_id and item["state"] not in (
+                "PENDING",
+                "ASSIGNED",
+                "RUNNING",
+                "CANCELLING",
+            ):
                 return item
         return None
 
@@ -60,7 +65,14 @@ def test_failing_command_reaches_failed_with_error_summary(stack):
 def test_timeout_kills_the_process(stack, tmp_path):
     c = stack.client
     pidfile = tmp_path / "pid"
-    _define(c, "hang", kind="command", target="sh", args=["-c", f"echo $$ > {pidfile}; sleep 60"], timeout=1.0)
+    _define(
+        c,
+        "hang",
+        kind="command",
+        target="sh",
+        args=["-c", f"echo $$ > {pidfile}; sleep 60"],
+        timeout=1.0,
+    )
     run = _finished(c, c.post("/runs", json={"job": "hang"}).json()["run_id"])
     assert run["state"] == "TIMED_OUT"
     pid = int(pidfile.read_text())
@@ -75,7 +87,11 @@ def test_bad_requests_create_no_run(stack):
         "typed",
         kind="command",
         target="true",
-        params_schema={"type": "object", "properties": {"count": {"type": "integer"}}, "required": ["count"]},
+        params_schema={
+            "type": "object",
+            "properties": {"count": {"type": "integer"}},
+            "required": ["count"],
+        },
     )
     before = len(c.get("/runs", params={"job": "typed"}).json()["items"])
     bad = c.post("/runs", json={"job": "typed", "params": {"count": "many"}})
@@ -83,13 +99,24 @@ def test_bad_requests_create_no_run(stack):
     missing = c.post("/runs", json={"job": "typed", "params": {}})
     assert missing.status_code == 422 and "count" in missing.json()["detail"]
     assert c.post("/runs", json={"job": "nope"}).status_code == 404
-    malformed = c.post("/runs", content=b'{"job": "typed",', headers={"Content-Type": "application/json"})
+    malformed = c.post(
+        "/runs", content=b'{"job": "typed",', headers={"Content-Type": "application/json"}
+    )
     assert malformed.status_code in (400, 422)
     import httpx
 
-    assert httpx.post(stack.url + "/runs", json={"job": "typed", "params": {"count": 1}}).status_code == 401
-    assert httpx.post(stack.url + "/runs", json={"job": "typed", "params": {"count": 1}},
-                      headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.post(stack.url + "/runs", json={"job": "typed", "params": {"count": 1}}).status_code
+        == 401
+    )
+    assert (
+        httpx.post(
+            stack.url + "/runs",
+            json={"job": "typed", "params": {"count": 1}},
+            headers={"Authorization": "Bearer wrong"},
+        ).status_code
+        == 401
+    )
     assert len(c.get("/runs", params={"job": "typed"}).json()["items"]) == before
 
 
@@ -109,13 +136,27 @@ def test_cli_and_second_worker_from_rota_env(stack):
     c = stack.client
     _define(c, "tagged", kind="command", target="echo", args=["from-n2"], tags=["n2only"])
     worker = subprocess.Popen(
-        [sys.executable, "-m", "rota", "worker", "--node-id", "n2", "--tags", "n2only", "--roles", "execute"],
+        [
+            sys.executable,
+            "-m",
+            "rota",
+            "worker",
+            "--node-id",
+            "n2",
+            "--tags",
+            "n2only",
+            "--roles",
+            "execute",
+        ],
         env=env,
     )
     try:
         out = subprocess.run(
             [sys.executable, "-m", "rota", "submit", "tagged", "--wait", "--json"],
-            env=env, capture_output=True, text=True, timeout=60,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 0, out.stderr
         import json
@@ -123,8 +164,13 @@ def test_cli_and_second_worker_from_rota_env(stack):
         run = json.loads(out.stdout)
         assert run["state"] == "SUCCEEDED"
         assert run["worker_id"].startswith("n2-")
-        listed = subprocess.run([sys.executable, "-m", "rota", "runs", "--job", "tagged"], env=env,
-                                capture_output=True, text=True, timeout=30)
+        listed = subprocess.run(
+            [sys.executable, "-m", "rota", "runs", "--job", "tagged"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert run["run_id"] in listed.stdout
     finally:
         worker.terminate()
@@ -137,7 +183,9 @@ def test_sigterm_leaves_no_process_and_restart_reuses_data(tmp_path):
     stack = start_stack(tmp_path)
     c = stack.client
     _define(c, "kept", kind="python", target="rota.contrib.examples:add")
-    run = _finished(c, c.post("/runs", json={"job": "kept", "params": {"a": 2, "b": 3}}).json()["run_id"])
+    run = _finished(
+        c, c.post("/runs", json={"job": "kept", "params": {"a": 2, "b": 3}}).json()["run_id"]
+    )
     assert run["state"] == "SUCCEEDED" and run["result"] == 5
     tree = descendants(stack.proc.pid)
     # nats-server, server, worker, and the worker's python pool (forkserver + children)
@@ -169,15 +217,30 @@ def test_doctor_says_what_is_wrong(stack, tmp_path):
     from rota.bus.server import free_port
 
     env = stack.env()
-    ok = subprocess.run([sys.executable, "-m", "rota", "doctor"], env=env, capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "rota", "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "FAIL" not in ok.stdout
 
     dead = free_port()
-    broken = {**env, "ROTA_NATS_URL": f"nats://127.0.0.1:{dead}",
-              "ROTA_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}",
-              "ROTA_API_URL": f"http://127.0.0.1:{dead}"}
-    bad = subprocess.run([sys.executable, "-m", "rota", "doctor"], env=broken, capture_output=True, text=True, timeout=60)
+    broken = {
+        **env,
+        "ROTA_NATS_URL": f"nats://127.0.0.1:{dead}",
+        "ROTA_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}",
+        "ROTA_API_URL": f"http://127.0.0.1:{dead}",
+    }
+    bad = subprocess.run(
+        [sys.executable, "-m", "rota", "doctor"],
+        env=broken,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1
     assert f"cannot connect to NATS at nats://127.0.0.1:{dead}" in bad.stdout
     assert "not migrated" in bad.stdout and "rota migrate" in bad.stdout

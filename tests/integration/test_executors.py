@@ -19,10 +19,18 @@ from rota.worker.executors.python import PythonExecutor
 JOBS = "tests.helpers_jobs"
 
 
-def snap(kind: str, target: str, *args: str, timeout: float | None = None, **params: Any) -> RunSnapshot:
+def snap(
+    kind: str, target: str, *args: str, timeout: float | None = None, **params: Any
+) -> RunSnapshot:
     return RunSnapshot(
-        run_id="run-1", job="job", kind=kind, target=target, args=list(args),
-        params=params, timeout=timeout, attempt=2,
+        run_id="run-1",
+        job="job",
+        kind=kind,
+        target=target,
+        args=list(args),
+        params=params,
+        timeout=timeout,
+        attempt=2,
     )
 
 
@@ -67,7 +75,8 @@ async def command():
 
 async def test_command_success_with_stdout_and_env(command: CommandExecutor) -> None:
     out = await command.run(
-        snap("command", "sh", "-c", 'echo hello; echo "$ROTA_RUN_ID $ROTA_ATTEMPT"'), asyncio.Event()
+        snap("command", "sh", "-c", 'echo hello; echo "$ROTA_RUN_ID $ROTA_ATTEMPT"'),
+        asyncio.Event(),
     )
     assert out.state == RunState.SUCCEEDED
     assert out.exit_code == 0
@@ -77,7 +86,8 @@ async def test_command_success_with_stdout_and_env(command: CommandExecutor) -> 
 
 async def test_command_params_become_options(command: CommandExecutor) -> None:
     out = await command.run(
-        snap("command", "echo", "a", name="x y", flag=True, off=False, tag=["1", "2"]), asyncio.Event()
+        snap("command", "echo", "a", name="x y", flag=True, off=False, tag=["1", "2"]),
+        asyncio.Event(),
     )
     assert out.stdout == "a --name x y --flag --tag 1 --tag 2\n"
 
@@ -92,7 +102,9 @@ async def test_command_failure_summary_is_last_stderr_line(command: CommandExecu
 
 
 async def test_command_summary_is_capped(command: CommandExecutor) -> None:
-    out = await command.run(snap("command", "sh", "-c", "printf 'x%.0s' $(seq 2000) >&2; exit 1"), asyncio.Event())
+    out = await command.run(
+        snap("command", "sh", "-c", "printf 'x%.0s' $(seq 2000) >&2; exit 1"), asyncio.Event()
+    )
     assert out.state == RunState.FAILED
     assert len(out.error_summary) == 500
 
@@ -103,7 +115,9 @@ async def test_command_killed_by_signal(command: CommandExecutor) -> None:
     assert out.error_summary == "killed by signal SIGKILL"
 
 
-async def test_command_not_found_and_not_executable(command: CommandExecutor, tmp_path: Path) -> None:
+async def test_command_not_found_and_not_executable(
+    command: CommandExecutor, tmp_path: Path
+) -> None:
     out = await command.run(snap("command", "/nonexistent/rota-job"), asyncio.Event())
     assert out.state == RunState.FAILED
     assert out.error_summary == "executable not found: /nonexistent/rota-job"
@@ -118,7 +132,9 @@ async def test_command_not_found_and_not_executable(command: CommandExecutor, tm
 
 async def test_command_large_output_does_not_deadlock(command: CommandExecutor) -> None:
     code = "import sys; sys.stdout.write('o' * 3_000_000); sys.stderr.write('e' * 3_000_000)"
-    out = await command.run(snap("command", sys.executable, "-c", code, timeout=20), asyncio.Event())
+    out = await command.run(
+        snap("command", sys.executable, "-c", code, timeout=20), asyncio.Event()
+    )
     assert out.state == RunState.SUCCEEDED
     assert out.stdout == "o" * OUTPUT_TAIL_BYTES
     assert out.stderr == "e" * OUTPUT_TAIL_BYTES
@@ -169,10 +185,14 @@ async def test_command_cancel(command: CommandExecutor) -> None:
     assert await wait_gone(int(out.stdout))
 
 
-async def test_command_task_cancellation_kills_the_group(command: CommandExecutor, tmp_path: Path) -> None:
+async def test_command_task_cancellation_kills_the_group(
+    command: CommandExecutor, tmp_path: Path
+) -> None:
     pidfile = tmp_path / "pid"
     task = asyncio.create_task(
-        command.run(snap("command", "sh", "-c", f"sleep 100 & echo $! > {pidfile}; wait"), asyncio.Event())
+        command.run(
+            snap("command", "sh", "-c", f"sleep 100 & echo $! > {pidfile}; wait"), asyncio.Event()
+        )
     )
     while not pidfile.exists() or not pidfile.read_text().strip():
         await asyncio.sleep(0.02)
@@ -242,7 +262,10 @@ async def test_python_result_must_be_json(pool: PythonExecutor) -> None:
 @pytest.mark.parametrize(
     ("target", "summary"),
     [
-        ("no_such_pkg.mod:fn", "cannot import module 'no_such_pkg.mod': ModuleNotFoundError: No module named 'no_such_pkg'"),
+        (
+            "no_such_pkg.mod:fn",
+            "cannot import module 'no_such_pkg.mod': ModuleNotFoundError: No module named 'no_such_pkg'",
+        ),
         (f"{JOBS}:missing", f"cannot import 'missing' from module '{JOBS}'"),
         (f"{JOBS}:NOT_CALLABLE", f"'{JOBS}:NOT_CALLABLE' is not callable"),
         (JOBS, f"invalid target '{JOBS}': expected 'package.module:function'"),
@@ -261,11 +284,16 @@ async def test_python_bad_arguments_fail_the_run(pool: PythonExecutor) -> None:
 
 
 async def test_python_timeout_replaces_child(pool: PythonExecutor) -> None:
-    pids = {(await pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result for _ in range(4)}
+    pids = {
+        (await pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result for _ in range(4)
+    }
     started = time.monotonic()
-    results = await asyncio.gather(*(
-        pool.run(snap("python", f"{JOBS}:sleep", seconds=100, timeout=0.3), asyncio.Event()) for _ in range(2)
-    ))
+    results = await asyncio.gather(
+        *(
+            pool.run(snap("python", f"{JOBS}:sleep", seconds=100, timeout=0.3), asyncio.Event())
+            for _ in range(2)
+        )
+    )
     assert time.monotonic() - started < 2
     assert [r.state for r in results] == [RunState.TIMED_OUT] * 2
     assert results[0].error_summary == "timed out after 0.3s"
@@ -273,14 +301,18 @@ async def test_python_timeout_replaces_child(pool: PythonExecutor) -> None:
         assert await wait_gone(pid)
     out = await pool.run(snap("python", f"{JOBS}:add", a=1, b=1), asyncio.Event())
     assert (out.state, out.result) == (RunState.SUCCEEDED, 2)
-    new_pids = {(await pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result for _ in range(4)}
+    new_pids = {
+        (await pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result for _ in range(4)
+    }
     assert not new_pids & pids
 
 
 async def test_python_timeout_while_queued_keeps_busy_child() -> None:
     ex = PythonExecutor(size=1)
     try:
-        busy = asyncio.create_task(ex.run(snap("python", f"{JOBS}:sleep", seconds=0.5), asyncio.Event()))
+        busy = asyncio.create_task(
+            ex.run(snap("python", f"{JOBS}:sleep", seconds=0.5), asyncio.Event())
+        )
         await asyncio.sleep(0.1)
         queued = await ex.run(snap("python", f"{JOBS}:noop", timeout=0.1), asyncio.Event())
         assert queued.state == RunState.TIMED_OUT
@@ -302,13 +334,19 @@ async def test_python_cancel(pool: PythonExecutor) -> None:
 
 
 async def test_python_task_cancellation_replaces_child(pool: PythonExecutor) -> None:
-    pids = {(await pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result for _ in range(4)}
-    task = asyncio.create_task(pool.run(snap("python", f"{JOBS}:sleep", seconds=100), asyncio.Event()))
+    pids = {
+        (await pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result for _ in range(4)
+    }
+    task = asyncio.create_task(
+        pool.run(snap("python", f"{JOBS}:sleep", seconds=100), asyncio.Event())
+    )
     await asyncio.sleep(0.2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    outs = await asyncio.gather(*(pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event()) for _ in range(10)))
+    outs = await asyncio.gather(
+        *(pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event()) for _ in range(10))
+    )
     assert {o.state for o in outs} == {RunState.SUCCEEDED}
     assert len(pids - {o.result for o in outs}) == 1  # exactly the busy child was replaced
 
@@ -318,7 +356,9 @@ async def test_python_child_crash(pool: PythonExecutor) -> None:
     assert out.state == RunState.FAILED
     assert out.exit_code == 3
     assert out.error_summary == "worker process exited with code 3"
-    outs = await asyncio.gather(*(pool.run(snap("python", f"{JOBS}:noop"), asyncio.Event()) for _ in range(10)))
+    outs = await asyncio.gather(
+        *(pool.run(snap("python", f"{JOBS}:noop"), asyncio.Event()) for _ in range(10))
+    )
     assert {o.state for o in outs} == {RunState.SUCCEEDED}
 
 
@@ -326,7 +366,9 @@ async def test_python_child_killed_while_idle_is_replaced(pool: PythonExecutor) 
     pid = (await pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result
     os.kill(pid, 9)
     assert await wait_gone(pid)
-    outs = await asyncio.gather(*(pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event()) for _ in range(10)))
+    outs = await asyncio.gather(
+        *(pool.run(snap("python", f"{JOBS}:pid"), asyncio.Event()) for _ in range(10))
+    )
     assert {o.state for o in outs} == {RunState.SUCCEEDED}
     assert pid not in {o.result for o in outs}
 
@@ -336,9 +378,13 @@ async def test_python_fresh_process() -> None:
     try:
         outs = [await ex.run(snap("python", f"{JOBS}:bump"), asyncio.Event()) for _ in range(3)]
         assert [o.result for o in outs] == [1, 1, 1]  # no state carried between runs
-        pids = [(await ex.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result for _ in range(2)]
+        pids = [
+            (await ex.run(snap("python", f"{JOBS}:pid"), asyncio.Event())).result for _ in range(2)
+        ]
         assert pids[0] != pids[1]
-        out = await ex.run(snap("python", f"{JOBS}:sleep", seconds=100, timeout=0.3), asyncio.Event())
+        out = await ex.run(
+            snap("python", f"{JOBS}:sleep", seconds=100, timeout=0.3), asyncio.Event()
+        )
         assert out.state == RunState.TIMED_OUT
         out = await ex.run(snap("python", f"{JOBS}:exit_hard", code=4), asyncio.Event())
         assert out.error_summary == "worker process exited with code 4"
@@ -367,7 +413,9 @@ async def test_python_close_stops_children_and_is_idempotent() -> None:
 
 
 async def test_python_200_concurrent_noops(pool: PythonExecutor) -> None:
-    outs = await asyncio.gather(*(pool.run(snap("python", f"{JOBS}:noop"), asyncio.Event()) for _ in range(200)))
+    outs = await asyncio.gather(
+        *(pool.run(snap("python", f"{JOBS}:noop"), asyncio.Event()) for _ in range(200))
+    )
     assert {o.state for o in outs} == {RunState.SUCCEEDED}
 
 
@@ -393,6 +441,7 @@ async def test_python_pool_throughput(pool: PythonExecutor) -> None:
 
 
 if __name__ == "__main__":
+
     async def _main() -> None:
         ex = PythonExecutor()
         await ex.start()

@@ -44,13 +44,30 @@ async def _job(**kw) -> JobDefinition:
 async def _final_row(run_id: str) -> JobRun:
     async def done():
         row = await JobRun.objects.aget(id=run_id)
-        return row if row.state in {s.value for s in (RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED)} else None
+        return (
+            row
+            if row.state
+            in {
+                s.value
+                for s in (
+                    RunState.SUCCEEDED,
+                    RunState.FAILED,
+                    RunState.TIMED_OUT,
+                    RunState.CANCELLED,
+                )
+            }
+            else None
+        )
 
     return await eventually(done, timeout=20)  # type: ignore[return-value]
 
 
 async def test_command_success_is_projected_with_stdout(bus, worker):
-    job = await _job(name="echo-ok", target=sys.executable, args=["-c", "import sys; print('hello', sys.argv[1:])"])
+    job = await _job(
+        name="echo-ok",
+        target=sys.executable,
+        args=["-c", "import sys; print('hello', sys.argv[1:])"],
+    )
     run, created = await RunService(bus).submit(RunRequest(job=job, params={"who": "world"}))
     assert created
     row = await _final_row(run.id)
@@ -64,7 +81,11 @@ async def test_command_success_is_projected_with_stdout(bus, worker):
 
 
 async def test_command_failure_records_error_summary(bus, worker):
-    job = await _job(name="fails", target=sys.executable, args=["-c", "import sys; sys.stderr.write('disk full\\n'); sys.exit(3)"])
+    job = await _job(
+        name="fails",
+        target=sys.executable,
+        args=["-c", "import sys; sys.stderr.write('disk full\\n'); sys.exit(3)"],
+    )
     run, _ = await RunService(bus).submit(RunRequest(job=job))
     row = await _final_row(run.id)
     assert row.state == RunState.FAILED
@@ -73,7 +94,12 @@ async def test_command_failure_records_error_summary(bus, worker):
 
 
 async def test_timeout_is_timed_out(bus, worker):
-    job = await _job(name="slow", target=sys.executable, args=["-c", "import time; time.sleep(30)"], timeout_seconds=0.5)
+    job = await _job(
+        name="slow",
+        target=sys.executable,
+        args=["-c", "import time; time.sleep(30)"],
+        timeout_seconds=0.5,
+    )
     run, _ = await RunService(bus).submit(RunRequest(job=job))
     row = await _final_row(run.id)
     assert row.state == RunState.TIMED_OUT
@@ -99,7 +125,13 @@ async def test_projection_is_idempotent_and_ordered(bus, worker):
     final = await RunStore(bus.runs).get(run.id)
     assert final is not None
     # An older snapshot applied late must not roll the row back.
-    older = final.snap.__class__(**{**{f: getattr(final.snap, f) for f in final.snap.__slots__}, "version": 1, "state": "RUNNING"})
+    older = final.snap.__class__(
+        **{
+            **{f: getattr(final.snap, f) for f in final.snap.__slots__},
+            "version": 1,
+            "state": "RUNNING",
+        }
+    )
     await sync_to_async(apply_snapshots)([older, final.snap, final.snap])
     row = await JobRun.objects.aget(id=run.id)
     assert row.state == RunState.SUCCEEDED
@@ -128,7 +160,11 @@ async def _running_on(bus, run_id: str, worker_id: str | None = None):
 
     async def check():
         v = await RunStore(bus.runs).get(run_id)
-        if v and v.snap.state == RunState.RUNNING and (worker_id is None or v.snap.worker_id == worker_id):
+        if (
+            v
+            and v.snap.state == RunState.RUNNING
+            and (worker_id is None or v.snap.worker_id == worker_id)
+        ):
             return v
         return None
 
@@ -136,8 +172,13 @@ async def _running_on(bus, run_id: str, worker_id: str | None = None):
 
 
 async def test_shutdown_lets_short_runs_finish(bus, rota_settings):
-    w = Worker(rota_settings, tags=["drain"], capacity=2, roles={"execute"},
-               executors={"command": CommandExecutor(kill_grace=0.5)})
+    w = Worker(
+        rota_settings,
+        tags=["drain"],
+        capacity=2,
+        roles={"execute"},
+        executors={"command": CommandExecutor(kill_grace=0.5)},
+    )
     await w.start()
     job = await _job(name="short", target="sleep", args=["0.5"], tags=["drain"])
     run, _ = await RunService(bus).submit(RunRequest(job=job))
@@ -158,8 +199,13 @@ async def test_shutdown_hands_back_runs_past_the_grace(bus, rota_settings, tmp_p
     """A run still going when the grace ends is handed back and finished by
     another worker as attempt 2; the first copy is stopped and reports nothing."""
     marker = tmp_path / "attempts"
-    first = Worker(rota_settings, tags=["handback"], capacity=2, roles={"execute"},
-                   executors={"command": CommandExecutor(kill_grace=0.5)})
+    first = Worker(
+        rota_settings,
+        tags=["handback"],
+        capacity=2,
+        roles={"execute"},
+        executors={"command": CommandExecutor(kill_grace=0.5)},
+    )
     await first.start()
     script = f"import os,time; open({str(marker)!r},'a').write(os.environ['ROTA_ATTEMPT']+'\\n'); time.sleep(float(os.environ.get('SLEEP','0')) or (30 if os.environ['ROTA_ATTEMPT']=='1' else 0))"
     job = await _job(name="long", target=sys.executable, args=["-c", script], tags=["handback"])
@@ -172,8 +218,13 @@ async def test_shutdown_hands_back_runs_past_the_grace(bus, rota_settings, tmp_p
     handed = await RunStore(bus.runs).get(run.id)
     assert handed.snap.state == RunState.ORPHANED and handed.snap.worker_id is None
 
-    second = Worker(rota_settings, tags=["handback"], capacity=2, roles={"execute", "lead"},
-                    executors={"command": CommandExecutor(kill_grace=0.5)})
+    second = Worker(
+        rota_settings,
+        tags=["handback"],
+        capacity=2,
+        roles={"execute", "lead"},
+        executors={"command": CommandExecutor(kill_grace=0.5)},
+    )
     await second.start()
     try:
         row = await _final_row(run.id)

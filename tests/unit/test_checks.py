@@ -90,7 +90,8 @@ def test_non_sqlite_non_postgres_database_is_e006(url):
 
 
 @pytest.mark.parametrize(
-    "url", ["postgres://u:p@db/rota", "postgresql://db/rota", "pgsql://db/rota", "sqlite:///x.db", ""]
+    "url",
+    ["postgres://u:p@db/rota", "postgresql://db/rota", "pgsql://db/rota", "sqlite:///x.db", ""],
 )
 def test_sqlite_and_postgres_databases_accepted(url):
     assert run_with({**GOOD, "database_url": url}) == []
@@ -107,7 +108,9 @@ def test_odd_replica_counts_warn_w001(replicas):
 def test_missing_tls_file_warns_w002(tmp_path):
     (tmp_path / "tls.key").write_text("key")
     (tmp_path / "ca.crt").write_text("ca")
-    messages = run_with({**GOOD, "tls_dir": str(tmp_path), "tls_cert": str(tmp_path / "missing.crt")})
+    messages = run_with(
+        {**GOOD, "tls_dir": str(tmp_path), "tls_cert": str(tmp_path / "missing.crt")}
+    )
     assert ids(messages) == ["rota.W002"]
     assert "missing.crt" in messages[0].msg
 
@@ -124,7 +127,9 @@ def test_tls_dir_alone_is_not_checked(tmp_path):
 
 
 def test_several_problems_reported_together():
-    messages = run_with({**GOOD, "nats_url": "http://x", "grpc_port": 0, "database_url": "mysql://db"})
+    messages = run_with(
+        {**GOOD, "nats_url": "http://x", "grpc_port": 0, "database_url": "mysql://db"}
+    )
     assert ids(messages) == ["rota.E002", "rota.E004", "rota.E006"]
 
 

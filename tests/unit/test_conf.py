@@ -69,7 +69,10 @@ def test_env_values_are_used_and_coerced():
 
 
 def test_env_overrides_django_dict():
-    s = build({"nats_url": "nats://from-dict:4222", "grpc_port": 1111}, ROTA_NATS_URL="tls://from-env:4222")
+    s = build(
+        {"nats_url": "nats://from-dict:4222", "grpc_port": 1111},
+        ROTA_NATS_URL="tls://from-env:4222",
+    )
     assert s.nats_url == "tls://from-env:4222"
     assert s.grpc_port == 1111  # not overridden: the dict value stays
 

@@ -20,7 +20,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=12,
 )
 params_dicts = st.dictionaries(st.text(max_size=8), json_values, max_size=6)
@@ -198,7 +200,9 @@ def test_params_hash_is_independent_of_key_order(params):
 
 
 def test_params_hash_key_order_example():
-    assert params_hash({"a": 1, "b": {"x": 1, "y": 2}}) == params_hash({"b": {"y": 2, "x": 1}, "a": 1})
+    assert params_hash({"a": 1, "b": {"x": 1, "y": 2}}) == params_hash(
+        {"b": {"y": 2, "x": 1}, "a": 1}
+    )
 
 
 @settings(max_examples=60)

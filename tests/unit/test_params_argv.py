@@ -5,7 +5,12 @@ from rota.worker.executors.command import params_to_argv
 
 def test_scalars_in_order() -> None:
     assert params_to_argv({"name": "x", "count": 3, "ratio": 0.5}) == [
-        "--name", "x", "--count", "3", "--ratio", "0.5",
+        "--name",
+        "x",
+        "--count",
+        "3",
+        "--ratio",
+        "0.5",
     ]
 
 
@@ -19,7 +24,10 @@ def test_list_repeats_the_option() -> None:
 
 
 def test_dict_is_json() -> None:
-    assert params_to_argv({"opts": {"a": 1, "b": [True, None]}}) == ["--opts", '{"a":1,"b":[true,null]}']
+    assert params_to_argv({"opts": {"a": 1, "b": [True, None]}}) == [
+        "--opts",
+        '{"a":1,"b":[true,null]}',
+    ]
     assert params_to_argv({"item": [{"a": 1}]}) == ["--item", '{"a":1}']
 
 

@@ -24,7 +24,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 params_dicts = st.dictionaries(st.text(max_size=12), json_values, max_size=6)
@@ -61,7 +63,9 @@ snapshots = st.builds(
 
 
 def make(state: RunState | str = RunState.PENDING, **kw) -> RunSnapshot:
-    return RunSnapshot(run_id="01ABC", job="nightly", kind="command", target="echo", state=state, **kw)
+    return RunSnapshot(
+        run_id="01ABC", job="nightly", kind="command", target="echo", state=state, **kw
+    )
 
 
 # --- encode / decode -----------------------------------------------------------
@@ -100,7 +104,9 @@ def test_encoded_state_is_the_plain_name():
 @given(
     snap=snapshots,
     extra=st.dictionaries(
-        st.text(min_size=1).filter(lambda k: k not in {f.name for f in dataclasses.fields(RunSnapshot)}),
+        st.text(min_size=1).filter(
+            lambda k: k not in {f.name for f in dataclasses.fields(RunSnapshot)}
+        ),
         json_values,
         min_size=1,
         max_size=4,
@@ -114,7 +120,9 @@ def test_decode_ignores_unknown_keys(snap, extra):
 
 def test_decode_of_older_payload_fills_defaults():
     # A snapshot written by an older rota with only the required fields.
-    old = orjson.dumps({"run_id": "r1", "job": "j", "kind": "command", "target": "t", "shiny_new": 1})
+    old = orjson.dumps(
+        {"run_id": "r1", "job": "j", "kind": "command", "target": "t", "shiny_new": 1}
+    )
     snap = decode(old)
     assert snap == RunSnapshot(run_id="r1", job="j", kind="command", target="t")
     assert snap.state == "PENDING" and snap.version == 0 and snap.params == {}
@@ -163,7 +171,9 @@ def test_advance_does_not_mutate_its_input():
 
 def test_advance_change_cannot_override_version_or_state():
     # version and state are advance's to set, even if a caller passes them.
-    new = advance(make(RunState.PENDING, version=1), RunState.RUNNING, now=1.0, version=50, state="FAILED")
+    new = advance(
+        make(RunState.PENDING, version=1), RunState.RUNNING, now=1.0, version=50, state="FAILED"
+    )
     assert new.version == 2
     assert new.state == "RUNNING"
 

@@ -198,7 +198,12 @@ async def health(request: HttpRequest):  # type: ignore[no-untyped-def]
     except Exception as exc:
         nats = f"error: {type(exc).__name__}"
     ok = database == "ok" and nats == "ok"
-    body = {"status": "ok" if ok else "degraded", "database": database, "nats": nats, "version": rota.__version__}
+    body = {
+        "status": "ok" if ok else "degraded",
+        "database": database,
+        "nats": nats,
+        "version": rota.__version__,
+    }
     return (200 if ok else 503), body
 
 

@@ -110,17 +110,17 @@ class EmbeddedNats:
         conf = self.store_dir / "nats.conf"
         conf.write_text(self.config_text())
         conf.chmod(0o600)  # it holds the token
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [str(binary), "-c", str(conf)],
-            stdout=out,
-            stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-            # Its own process group: a terminal's Ctrl-C reaches `rota up`, which
-            # stops the worker before NATS, not every process at once.
-            start_new_session=True,
-        )
+        with open(self.log_file or os.devnull, "ab") as out:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [str(binary), "-c", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+                # Its own process group: a terminal's Ctrl-C reaches `rota up`, which
+                # stops the worker before NATS, not every process at once.
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -152,7 +152,7 @@ class EmbeddedNats:
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> "EmbeddedNats":
+    def __enter__(self) -> EmbeddedNats:
         self.start()
         return self
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rota.errors import RotaError
 
@@ -38,9 +39,14 @@ def run_system_checks() -> None:
     errors = [m for m in checks.run_checks() if m.level >= checks.ERROR]
     for m in checks.run_checks():
         if m.level < checks.ERROR and m.level >= checks.WARNING:
-            print(f"warning: {m.id}: {m.msg}" + (f" (hint: {m.hint})" if m.hint else ""), file=sys.stderr)
+            print(
+                f"warning: {m.id}: {m.msg}" + (f" (hint: {m.hint})" if m.hint else ""),
+                file=sys.stderr,
+            )
     if errors:
-        text = "; ".join(f"{m.id}: {m.msg}" + (f" (hint: {m.hint})" if m.hint else "") for m in errors)
+        text = "; ".join(
+            f"{m.id}: {m.msg}" + (f" (hint: {m.hint})" if m.hint else "") for m in errors
+        )
         raise CommandError(f"configuration errors: {text}")
 
 

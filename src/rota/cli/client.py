@@ -15,8 +15,16 @@ from rota.cli.base import CommandError, env_default, env_help
 
 
 def add_api_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=env_default("ROTA_API_URL", "http://127.0.0.1:8000"), help=env_help("API base URL", "ROTA_API_URL"))
-    parser.add_argument("--token", default=env_default("ROTA_API_TOKEN", ""), help=env_help("API token", "ROTA_API_TOKEN"))
+    parser.add_argument(
+        "--url",
+        default=env_default("ROTA_API_URL", "http://127.0.0.1:8000"),
+        help=env_help("API base URL", "ROTA_API_URL"),
+    )
+    parser.add_argument(
+        "--token",
+        default=env_default("ROTA_API_TOKEN", ""),
+        help=env_help("API token", "ROTA_API_TOKEN"),
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -29,15 +37,22 @@ class Api:
             if path.exists():
                 token = path.read_text().strip()
         if not token:
-            raise CommandError("no API token", hint="pass --token, set ROTA_API_TOKEN, or load .rota/rota.env")
-        self.client = httpx.Client(base_url=args.url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            raise CommandError(
+                "no API token", hint="pass --token, set ROTA_API_TOKEN, or load .rota/rota.env"
+            )
+        self.client = httpx.Client(
+            base_url=args.url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
         self.url = args.url
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         try:
             r = self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise CommandError(f"cannot reach the rota API at {self.url}: {exc}", hint="is `rota up` running? see `rota doctor`") from None
+            raise CommandError(
+                f"cannot reach the rota API at {self.url}: {exc}",
+                hint="is `rota up` running? see `rota doctor`",
+            ) from None
         if r.status_code >= 400:
             try:
                 body = r.json()
@@ -45,7 +60,10 @@ class Api:
             except ValueError:
                 detail = r.text
             if isinstance(detail, list):  # request validation errors
-                detail = "; ".join(".".join(str(p) for p in d.get("loc", [])[1:]) + ": " + d.get("msg", "") for d in detail)
+                detail = "; ".join(
+                    ".".join(str(p) for p in d.get("loc", [])[1:]) + ": " + d.get("msg", "")
+                    for d in detail
+                )
             raise CommandError(f"{r.status_code}: {detail}")
         return r.json()
 
@@ -77,8 +95,8 @@ def parse_params(pairs: list[str], params_arg: str | None) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
 
 
@@ -101,7 +119,9 @@ def add_jobs(parser: argparse.ArgumentParser) -> None:
     cr.add_argument("name")
     cr.add_argument("--kind", required=True, choices=["command", "python", "django"])
     cr.add_argument("--target", required=True, help="argv[0] (command), module:function (python)")
-    cr.add_argument("--arg", action="append", default=[], dest="args", help="default argument (repeat)")
+    cr.add_argument(
+        "--arg", action="append", default=[], dest="args", help="default argument (repeat)"
+    )
     cr.add_argument("--timeout", type=float)
     cr.add_argument("--tag", action="append", default=[], dest="tags", help="routing tag (repeat)")
     cr.add_argument("--schema", help="parameter JSON Schema: JSON text or @file")
@@ -120,8 +140,16 @@ def handle_jobs(args: argparse.Namespace) -> int:
             schema = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CommandError(f"--schema is not valid JSON: {exc}") from None
-    body = {"name": args.name, "kind": args.kind, "target": args.target, "args": args.args,
-            "timeout": args.timeout, "tags": args.tags, "params_schema": schema, "max_attempts": args.max_attempts}
+    body = {
+        "name": args.name,
+        "kind": args.kind,
+        "target": args.target,
+        "args": args.args,
+        "timeout": args.timeout,
+        "tags": args.tags,
+        "params_schema": schema,
+        "max_attempts": args.max_attempts,
+    }
     emit(args, api.call("POST", "/jobs", json=body), ["name", "kind", "target", "tags"])
     return 0
 
@@ -136,7 +164,9 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", dest="params_json", help="params as JSON text or @file")
     parser.add_argument("--tag")
     parser.add_argument("--idempotency-key")
-    parser.add_argument("--wait", action="store_true", help="wait until the run ends; exit 1 unless it succeeded")
+    parser.add_argument(
+        "--wait", action="store_true", help="wait until the run ends; exit 1 unless it succeeded"
+    )
 
 
 RUN_COLUMNS = ["run_id", "job", "state", "attempt", "worker_id", "created_at", "error_summary"]
@@ -145,7 +175,16 @@ RUN_COLUMNS = ["run_id", "job", "state", "attempt", "worker_id", "created_at", "
 def handle_submit(args: argparse.Namespace) -> int:
     api = Api(args)
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    run = api.call("POST", "/runs", json={"job": args.job, "params": parse_params(args.params, args.params_json), "tag": args.tag}, headers=headers)
+    run = api.call(
+        "POST",
+        "/runs",
+        json={
+            "job": args.job,
+            "params": parse_params(args.params, args.params_json),
+            "tag": args.tag,
+        },
+        headers=headers,
+    )
     if args.wait:
         import time
 
@@ -169,7 +208,17 @@ def add_runs(parser: argparse.ArgumentParser) -> None:
 
 def handle_runs(args: argparse.Namespace) -> int:
     api = Api(args)
-    query = {k: v for k, v in {"status": args.status, "job": args.job, "tag": args.tag, "limit": args.limit, "cursor": args.cursor}.items() if v}
+    query = {
+        k: v
+        for k, v in {
+            "status": args.status,
+            "job": args.job,
+            "tag": args.tag,
+            "limit": args.limit,
+            "cursor": args.cursor,
+        }.items()
+        if v
+    }
     page = api.call("GET", "/runs", params=query)
     if args.json:
         emit(args, page)
@@ -190,8 +239,21 @@ def handle_show(args: argparse.Namespace) -> int:
     if args.json:
         emit(args, run)
         return 0
-    for key in ("run_id", "job", "state", "status", "attempt", "worker_id", "params", "result", "exit_code",
-                "error_summary", "created_at", "started_at", "finished_at"):
+    for key in (
+        "run_id",
+        "job",
+        "state",
+        "status",
+        "attempt",
+        "worker_id",
+        "params",
+        "result",
+        "exit_code",
+        "error_summary",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ):
         print(f"{key:>14}: {run.get(key)}")
     for stream in ("stdout", "stderr"):
         if run.get(stream):

@@ -26,8 +26,13 @@ def diagnose() -> list[tuple[bool, str, str]]:
     settings = get_settings()
     problems = [m for m in checks.run_checks() if m.level >= checks.WARNING]
     results.append(
-        (not problems, "settings are valid" if not problems else "settings have problems: "
-         + "; ".join(f"{m.id} {m.msg}" for m in problems), "; ".join(m.hint or "" for m in problems))
+        (
+            not problems,
+            "settings are valid"
+            if not problems
+            else "settings have problems: " + "; ".join(f"{m.id} {m.msg}" for m in problems),
+            "; ".join(m.hint or "" for m in problems),
+        )
     )
     try:
         results.append((True, f"nats-server binary found at {find_nats_server()}", ""))
@@ -43,8 +48,11 @@ def diagnose() -> list[tuple[bool, str, str]]:
         except BackendUnavailable as exc:
             return False, exc.message, exc.hint
         except Exception as exc:
-            return False, f"NATS at {settings.nats_url} answered but rota's buckets are missing ({exc})", \
-                "start `rota up` or a worker once: they create streams and buckets"
+            return (
+                False,
+                f"NATS at {settings.nats_url} answered but rota's buckets are missing ({exc})",
+                "start `rota up` or a worker once: they create streams and buckets",
+            )
         await bus.close()
         return True, f"NATS reachable at {settings.nats_url}, rota's streams and buckets exist", ""
 
@@ -57,20 +65,36 @@ def diagnose() -> list[tuple[bool, str, str]]:
         executor = MigrationExecutor(connection)
         plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
         if plan:
-            results.append((False, f"the database is not migrated ({len(plan)} migration(s) pending)",
-                            "run `rota migrate` (or `python manage.py migrate` in a host project)"))
+            results.append(
+                (
+                    False,
+                    f"the database is not migrated ({len(plan)} migration(s) pending)",
+                    "run `rota migrate` (or `python manage.py migrate` in a host project)",
+                )
+            )
         else:
             results.append((True, f"database reachable and migrated ({connection.vendor})", ""))
     except Exception as exc:
-        results.append((False, f"database unreachable: {exc}", "check ROTA_DATABASE_URL and that the server runs"))
+        results.append(
+            (
+                False,
+                f"database unreachable: {exc}",
+                "check ROTA_DATABASE_URL and that the server runs",
+            )
+        )
 
     import httpx
 
     try:
         r = httpx.get(settings.api_url.rstrip("/") + "/health", timeout=3)
         ok = r.status_code == 200
-        results.append((ok, f"web server at {settings.api_url} answers /health with {r.status_code}",
-                        "" if ok else f"it reports {r.text[:200]}"))
+        results.append(
+            (
+                ok,
+                f"web server at {settings.api_url} answers /health with {r.status_code}",
+                "" if ok else f"it reports {r.text[:200]}",
+            )
+        )
     except httpx.HTTPError:
         from urllib.parse import urlparse
 
@@ -79,11 +103,21 @@ def diagnose() -> list[tuple[bool, str, str]]:
         u = urlparse(settings.api_url)
         port = u.port or 80
         if port_in_use(port, u.hostname or "127.0.0.1"):
-            results.append((False, f"port {port} is taken by something that is not rota's web server",
-                            "stop it, or start rota on another --port"))
+            results.append(
+                (
+                    False,
+                    f"port {port} is taken by something that is not rota's web server",
+                    "stop it, or start rota on another --port",
+                )
+            )
         else:
-            results.append((False, f"no web server at {settings.api_url}",
-                            "start `rota up` or `rota server`, or set ROTA_API_URL"))
+            results.append(
+                (
+                    False,
+                    f"no web server at {settings.api_url}",
+                    "start `rota up` or `rota server`, or set ROTA_API_URL",
+                )
+            )
     return results
 
 

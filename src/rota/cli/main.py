@@ -16,15 +16,25 @@ COMMANDS = {
     "worker": worker,
     "migrate": migrate,
     "doctor": doctor,
-    "jobs": SimpleNamespace(help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs),
-    "submit": SimpleNamespace(help="submit a run of a job", add_arguments=client.add_submit, handle=client.handle_submit),
-    "runs": SimpleNamespace(help="list runs", add_arguments=client.add_runs, handle=client.handle_runs),
-    "show": SimpleNamespace(help="show one run", add_arguments=client.add_show, handle=client.handle_show),
+    "jobs": SimpleNamespace(
+        help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs
+    ),
+    "submit": SimpleNamespace(
+        help="submit a run of a job", add_arguments=client.add_submit, handle=client.handle_submit
+    ),
+    "runs": SimpleNamespace(
+        help="list runs", add_arguments=client.add_runs, handle=client.handle_runs
+    ),
+    "show": SimpleNamespace(
+        help="show one run", add_arguments=client.add_show, handle=client.handle_show
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rota", description="rota: distributed job scheduling and execution")
+    parser = argparse.ArgumentParser(
+        prog="rota", description="rota: distributed job scheduling and execution"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, mod in COMMANDS.items():
         p = sub.add_parser(name, help=mod.help, description=mod.help)

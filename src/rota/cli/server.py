@@ -10,8 +10,17 @@ help = "run the web server: HTTP API and ops UI"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=env_default("ROTA_HOST", "127.0.0.1"), help=env_help("bind address", "ROTA_HOST"))
-    parser.add_argument("--port", type=int, default=env_default("ROTA_PORT", 8000, int), help=env_help("port", "ROTA_PORT"))
+    parser.add_argument(
+        "--host",
+        default=env_default("ROTA_HOST", "127.0.0.1"),
+        help=env_help("bind address", "ROTA_HOST"),
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=env_default("ROTA_PORT", 8000, int),
+        help=env_help("port", "ROTA_PORT"),
+    )
 
 
 def handle(args: argparse.Namespace) -> int:

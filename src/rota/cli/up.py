@@ -32,16 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         default=env_default("ROTA_DATA_DIR", ".rota"),
-        help=env_help("where NATS data, the SQLite file, certificates and tokens live", "ROTA_DATA_DIR"),
+        help=env_help(
+            "where NATS data, the SQLite file, certificates and tokens live", "ROTA_DATA_DIR"
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address the web server binds")
     parser.add_argument("--port", type=int, default=8000, help="web server port")
-    parser.add_argument("--nats-port", type=int, default=0, help="NATS port (default: the last one used, else a free one)")
+    parser.add_argument(
+        "--nats-port",
+        type=int,
+        default=0,
+        help="NATS port (default: the last one used, else a free one)",
+    )
     parser.add_argument("--no-worker", action="store_true", help="start no worker")
     parser.add_argument(
         "--sync-interval",
         default=env_default("ROTA_NATS_SYNC_INTERVAL", ""),
-        help=env_help("JetStream fsync interval (e.g. always, 1s; default: the server's)", "ROTA_NATS_SYNC_INTERVAL"),
+        help=env_help(
+            "JetStream fsync interval (e.g. always, 1s; default: the server's)",
+            "ROTA_NATS_SYNC_INTERVAL",
+        ),
     )
 
 
@@ -101,16 +111,22 @@ class Stack:
         from rota.bus.server import die_with_parent
 
         proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent, start_new_session=True
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+            start_new_session=True,
         )
         self.children.append((name, proc))
 
     def stop(self) -> None:
         # Worker first (it hands back runs through NATS), then the server, then NATS.
-        for name, proc in sorted(self.children, key=lambda c: c[0] != "worker"):
+        for _, proc in sorted(self.children, key=lambda c: c[0] != "worker"):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + float(os.environ.get("ROTA_SHUTDOWN_GRACE_SECONDS", "30")) + 10
+        deadline = (
+            time.monotonic() + float(os.environ.get("ROTA_SHUTDOWN_GRACE_SECONDS", "30")) + 10
+        )
         for name, proc in self.children:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
@@ -188,12 +204,16 @@ def handle(args: argparse.Namespace) -> int:
         env["ROTA_API_TOKEN"] = token
         _write_private(
             data_dir / ENV_FILE,
-            "# written by `rota up`; load with: set -a; . " + str(data_dir / ENV_FILE) + "; set +a\n"
+            "# written by `rota up`; load with: set -a; . "
+            + str(data_dir / ENV_FILE)
+            + "; set +a\n"
             + "".join(f"{k}={v}\n" for k, v in sorted(env.items())),
         )
         child_env = {**os.environ, **env}
         cli = [sys.executable, "-m", "rota"]
-        stack.spawn("server", cli + ["server", "--host", args.host, "--port", str(args.port)], child_env)
+        stack.spawn(
+            "server", cli + ["server", "--host", args.host, "--port", str(args.port)], child_env
+        )
         if not args.no_worker:
             stack.spawn("worker", cli + ["worker"], child_env)
         _wait_healthy(api_url, stack, timeout=30)
@@ -207,7 +227,10 @@ def handle(args: argparse.Namespace) -> int:
         while not stopping:
             for name, proc in stack.children:
                 if proc.poll() is not None:
-                    print(f"rota: {name} exited with status {proc.returncode}; stopping", file=sys.stderr)
+                    print(
+                        f"rota: {name} exited with status {proc.returncode}; stopping",
+                        file=sys.stderr,
+                    )
                     stopping = True
             time.sleep(0.2)
         return 0

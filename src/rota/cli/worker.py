@@ -55,7 +55,9 @@ def handle(args: argparse.Namespace) -> int:
     if unknown:
         from rota.cli.base import CommandError
 
-        raise CommandError(f"unknown role(s) {', '.join(sorted(unknown))}", hint="use execute, lead or both")
+        raise CommandError(
+            f"unknown role(s) {', '.join(sorted(unknown))}", hint="use execute, lead or both"
+        )
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
     worker = Worker(settings, tags=tags, capacity=args.capacity, roles=roles)
 

@@ -3,9 +3,9 @@ SQL and the API carry aware UTC datetimes."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utc_from_ts(ts: float | None) -> datetime | None:
     """Epoch seconds → aware UTC datetime; None (or 0, never a real time) → None."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc) if ts else None
+    return datetime.fromtimestamp(ts, tz=UTC) if ts else None

@@ -24,7 +24,9 @@ def check_schema(schema: dict[str, Any]) -> None:
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        raise InvalidInput(f"parameter schema is invalid: {exc.message}", field="params_schema") from None
+        raise InvalidInput(
+            f"parameter schema is invalid: {exc.message}", field="params_schema"
+        ) from None
 
 
 def merge_params(defaults: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:

@@ -73,7 +73,9 @@ def decode(data: bytes) -> RunSnapshot:
     return RunSnapshot(**{k: v for k, v in raw.items() if k in _FIELDS})
 
 
-def advance(snap: RunSnapshot, target: RunState | str, *, now: float | None = None, **changes: Any) -> RunSnapshot:
+def advance(
+    snap: RunSnapshot, target: RunState | str, *, now: float | None = None, **changes: Any
+) -> RunSnapshot:
     """Return the snapshot after ``snap.state → target``, with ``changes`` applied.
 
     Raises :class:`~rota.domain.states.InvalidTransition` if the table forbids it.

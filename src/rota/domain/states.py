@@ -48,13 +48,9 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     S.PENDING: frozenset({S.ASSIGNED, S.RUNNING, S.CANCELLED, S.SKIPPED, S.FAILED}),
     # Claimed ahead of its start time (assign_ahead_seconds) or by StartJob.
     S.ASSIGNED: frozenset({S.RUNNING, S.CANCELLING, S.CANCELLED, S.ORPHANED, S.FAILED}),
-    S.RUNNING: frozenset(
-        {S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLING, S.ORPHANED}
-    ),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLING, S.ORPHANED}),
     # The owner is asked to stop; it reports CANCELLED, or the run finished first.
-    S.CANCELLING: frozenset(
-        {S.CANCELLED, S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.ORPHANED}
-    ),
+    S.CANCELLING: frozenset({S.CANCELLED, S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.ORPHANED}),
     # Taken from a lost worker (or handed back on shutdown): claimed again with
     # attempt + 1, or failed when the retry budget is spent, or cancelled.
     S.ORPHANED: frozenset({S.ASSIGNED, S.RUNNING, S.FAILED, S.CANCELLED}),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -88,12 +88,18 @@ def apply_snapshots(snaps: list[RunSnapshot]) -> int:
             + [s.run_id, s.version]
         )
         if is_terminal(s.state):
-            now = _ts(s.finished_at) or datetime.now(timezone.utc)
+            now = _ts(s.finished_at) or datetime.now(UTC)
             for stream in ("stdout", "stderr"):
                 data = getattr(s, stream)
                 if data:
                     logs.append(
-                        RunLog(run_id=s.run_id, attempt=s.attempt, stream=stream, data=data, created_at=now)
+                        RunLog(
+                            run_id=s.run_id,
+                            attempt=s.attempt,
+                            stream=stream,
+                            data=data,
+                            created_at=now,
+                        )
                     )
     with transaction.atomic():
         with connection.cursor() as cur:

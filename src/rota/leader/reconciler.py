@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from rota.domain.states import RunState
 from rota.models import JobRun
@@ -19,13 +19,15 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, service: RunService, *, grace_seconds: float = 10.0, batch: int = 500) -> None:
+    def __init__(
+        self, service: RunService, *, grace_seconds: float = 10.0, batch: int = 500
+    ) -> None:
         self.service = service
         self.grace = timedelta(seconds=grace_seconds)
         self.batch = batch
 
     def _undispatched(self) -> list[JobRun]:
-        cutoff = datetime.now(timezone.utc) - self.grace
+        cutoff = datetime.now(UTC) - self.grace
         return list(
             JobRun.objects.select_related("job")
             .filter(dispatched_at__isnull=True, created_at__lt=cutoff, state=RunState.PENDING)
@@ -41,4 +43,6 @@ class Reconciler:
         return len(snaps)
 
     async def run(self, stop: asyncio.Event, interval: float = 5.0) -> None:
-        await run_steps("reconciler", self.step, stop, idle_interval=interval, error_backoff=interval)
+        await run_steps(
+            "reconciler", self.step, stop, idle_interval=interval, error_backoff=interval
+        )

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from django.db import IntegrityError, transaction
 
@@ -53,7 +54,7 @@ def prepare(request: RunRequest) -> tuple[JobRun, RunSnapshot]:
     params = merge_params(job.default_params, request.params)
     validate_params(job.params_schema, params)
     now = time.time()
-    created = datetime.fromtimestamp(now, tz=timezone.utc)
+    created = datetime.fromtimestamp(now, tz=UTC)
     run_id = new_run_id()
     tag = routing_tag(job, request.tag)
     row = JobRun(

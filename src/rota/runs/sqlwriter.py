@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Callable, TypeVar
+from datetime import UTC, datetime
+from typing import TypeVar
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 
@@ -78,7 +79,9 @@ class SqlWriter:
             inserts, self._inserts = self._inserts[:MAX_BATCH], self._inserts[MAX_BATCH:]
             marks, self._marks = self._marks[:MAX_BATCH], self._marks[MAX_BATCH:]
             try:
-                failures = await self.call(_write_batch, [r for r, _ in inserts], [m for m, _ in marks])
+                failures = await self.call(
+                    _write_batch, [r for r, _ in inserts], [m for m, _ in marks]
+                )
             except Exception as exc:
                 for _, fut in inserts + marks:
                     if not fut.done():
@@ -123,7 +126,7 @@ def _write_batch(rows: list[JobRun], marks: list[str]) -> dict[str, IntegrityErr
                         failures[row.id] = exc
         if marks:
             JobRun.objects.filter(id__in=marks, dispatched_at__isnull=True).update(
-                dispatched_at=datetime.now(timezone.utc)
+                dispatched_at=datetime.now(UTC)
             )
     return failures
 

@@ -64,7 +64,9 @@ class RunStore:
 
     # -- worker side -------------------------------------------------------------
 
-    async def claim(self, seen: Versioned, worker_id: str, *, leader_epoch: int | None = None) -> Versioned | None:
+    async def claim(
+        self, seen: Versioned, worker_id: str, *, leader_epoch: int | None = None
+    ) -> Versioned | None:
         """PENDING/ORPHANED → RUNNING, owned by ``worker_id`` with attempt + 1.
 
         Returns None when the run is not claimable (already claimed, cancelled,
@@ -148,7 +150,12 @@ class RunStore:
                 target = RunState.CANCELLED
             else:
                 target = RunState.ORPHANED
-            new = advance(current.snap, target, worker_id=None, error_summary="handed back by a stopping worker")
+            new = advance(
+                current.snap,
+                target,
+                worker_id=None,
+                error_summary="handed back by a stopping worker",
+            )
             if target == RunState.CANCELLED:
                 new.finished_at = new.updated_at
             rev = await self._write(new, current.rev)
@@ -175,7 +182,9 @@ class RunStore:
             if current is None or current.snap.state not in CLAIMABLE:
                 return None
             now = time.time()
-            new = advance(current.snap, RunState.FAILED, now=now, finished_at=now, error_summary=reason)
+            new = advance(
+                current.snap, RunState.FAILED, now=now, finished_at=now, error_summary=reason
+            )
             rev = await self._write(new, current.rev)
             if rev is not None:
                 return Versioned(new, rev)

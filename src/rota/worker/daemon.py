@@ -94,17 +94,24 @@ class Worker:
     async def start(self) -> None:
         self.bus = await connect(self.settings, name=f"rota-worker {self.worker_id}", ensure=True)
         self.store = RunStore(self.bus.runs)
-        self.executors = self._executors if self._executors is not None else default_executors(self.settings)
+        self.executors = (
+            self._executors if self._executors is not None else default_executors(self.settings)
+        )
         self.workers_kv = await self.bus.js.key_value(subjects.WORKERS_BUCKET)
         self.heartbeats_kv = await self.bus.js.key_value(subjects.HEARTBEATS_BUCKET)
         await self._register("IDLE")
         subs = []
         if "execute" in self.roles:
             for tag in self.tags:
-                subs.append(await self._work_subscription(subjects.work_subject(tag), subjects.work_consumer(tag)))
+                subs.append(
+                    await self._work_subscription(
+                        subjects.work_subject(tag), subjects.work_consumer(tag)
+                    )
+                )
             subs.append(
                 await self._work_subscription(
-                    subjects.pinned_subject(self.worker_id), f"pin_{subjects.safe_token(self.worker_id)}"
+                    subjects.pinned_subject(self.worker_id),
+                    f"pin_{subjects.safe_token(self.worker_id)}",
                 )
             )
         for sub in subs:
@@ -117,7 +124,13 @@ class Worker:
 
             self._spawn(Projector(self.bus).run(self.stopped))
             self._spawn(Reconciler(RunService(self.bus)).run(self.stopped))
-        log.info("worker %s started: tags=%s capacity=%d roles=%s", self.worker_id, self.tags, self.capacity, sorted(self.roles))
+        log.info(
+            "worker %s started: tags=%s capacity=%d roles=%s",
+            self.worker_id,
+            self.tags,
+            self.capacity,
+            sorted(self.roles),
+        )
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coro)
@@ -156,10 +169,12 @@ class Worker:
         await self._register("DRAINING")
         pending = [a.task for a in self.active.values() if a.task]
         if pending:
-            log.info("worker %s: waiting up to %.0fs for %d run(s)", self.worker_id, grace, len(pending))
+            log.info(
+                "worker %s: waiting up to %.0fs for %d run(s)", self.worker_id, grace, len(pending)
+            )
             await asyncio.wait(pending, timeout=grace)
         # Past the grace: hand back what still runs, then stop its process.
-        for run_id, act in list(self.active.items()):
+        for act in list(self.active.values()):
             assert self.store is not None
             released = await self.store.release(act.version)
             act.cancel.set()
@@ -216,7 +231,9 @@ class Worker:
         last_run_beat = time.monotonic()
         while not self.stopped.is_set():
             try:
-                await self.heartbeats_kv.put(self.worker_id, orjson.dumps({"load": len(self.active)}))
+                await self.heartbeats_kv.put(
+                    self.worker_id, orjson.dumps({"load": len(self.active)})
+                )
                 if not self.stop_pulling.is_set():
                     await self._register("RUNNING" if self.active else "IDLE")
                 if time.monotonic() - last_run_beat >= RUN_HEARTBEAT_SECONDS:
@@ -295,7 +312,10 @@ class Worker:
         try:
             executor = self.executors.get(snap.kind)
             if executor is None:
-                outcome = Outcome(RunState.FAILED, error_summary=f"this worker has no executor for kind {snap.kind!r}")
+                outcome = Outcome(
+                    RunState.FAILED,
+                    error_summary=f"this worker has no executor for kind {snap.kind!r}",
+                )
             else:
                 try:
                     outcome = await executor.run(snap, act.cancel)

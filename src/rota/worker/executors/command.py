@@ -108,9 +108,14 @@ class CommandExecutor:
                 start_new_session=True,
             )
         except FileNotFoundError:
-            return Outcome(RunState.FAILED, error_summary=format_summary(f"executable not found: {snap.target}"))
+            return Outcome(
+                RunState.FAILED,
+                error_summary=format_summary(f"executable not found: {snap.target}"),
+            )
         except PermissionError:
-            return Outcome(RunState.FAILED, error_summary=format_summary(f"permission denied: {snap.target}"))
+            return Outcome(
+                RunState.FAILED, error_summary=format_summary(f"permission denied: {snap.target}")
+            )
         except OSError as exc:
             return Outcome(
                 RunState.FAILED,
@@ -123,7 +128,9 @@ class CommandExecutor:
         stopped = False
         try:
             await asyncio.wait(
-                {capture.exited, cancelled}, timeout=snap.timeout, return_when=asyncio.FIRST_COMPLETED
+                {capture.exited, cancelled},
+                timeout=snap.timeout,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if capture.exited.done():
                 state, summary = None, ""

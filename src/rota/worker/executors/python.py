@@ -103,7 +103,9 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     parent = multiprocessing.parent_process()
     if parent is not None:
-        threading.Thread(target=_watch_parent, args=(parent.sentinel,), name="rota-parent-watch", daemon=True).start()
+        threading.Thread(
+            target=_watch_parent, args=(parent.sentinel,), name="rota-parent-watch", daemon=True
+        ).start()
 
 
 def _watch_parent(sentinel: int) -> None:
@@ -123,7 +125,9 @@ def _resolve(target: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # a module may raise anything at import time
-        raise _ResolveError(f"cannot import module {module_name!r}: {_exception_summary(exc)}") from exc
+        raise _ResolveError(
+            f"cannot import module {module_name!r}: {_exception_summary(exc)}"
+        ) from exc
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)
@@ -330,7 +334,9 @@ class PythonExecutor:
         async with self._start_lock:
             if self._started:
                 return
-            spawned = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
+            spawned = await asyncio.gather(
+                *(self._spawn() for _ in range(self.size)), return_exceptions=True
+            )
             children = [c for c in spawned if isinstance(c, _Child)]
             if len(children) < len(spawned):
                 await asyncio.gather(*(self._retire(c) for c in children))
@@ -374,14 +380,18 @@ class PythonExecutor:
             _settle_waiter(self._waiters.popleft(), None)
         # Replacement tasks see _closed and retire what they started.
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(self._retire(c) for c in list(self._children)), return_exceptions=True)
+        await asyncio.gather(
+            *(self._retire(c) for c in list(self._children)), return_exceptions=True
+        )
         self._idle.clear()
         if self._atexit_registered:
             atexit.unregister(self._kill_all)
 
     # -- runs ---------------------------------------------------------------
 
-    async def _run_pooled(self, request: bytes, stop: asyncio.Future[str]) -> tuple[str, bytes | None, int | None]:
+    async def _run_pooled(
+        self, request: bytes, stop: asyncio.Future[str]
+    ) -> tuple[str, bytes | None, int | None]:
         if not self._started:
             await self.start()
         child = await self._acquire(stop)
@@ -401,7 +411,9 @@ class PythonExecutor:
         self._replace(None)
         return kind, data, exit_code
 
-    async def _run_fresh(self, request: bytes, stop: asyncio.Future[str]) -> tuple[str, bytes | None, int | None]:
+    async def _run_fresh(
+        self, request: bytes, stop: asyncio.Future[str]
+    ) -> tuple[str, bytes | None, int | None]:
         if stop.done():
             return stop.result(), None, None
         child = await self._spawn()
@@ -495,7 +507,9 @@ class PythonExecutor:
             code = await loop.run_in_executor(_mp_executor(), _reap, proc, _REAP_TIMEOUT)
             parent_conn.close()
             if isinstance(exc, EOFError):
-                raise RuntimeError(f"python executor process exited with code {code} before it was ready") from None
+                raise RuntimeError(
+                    f"python executor process exited with code {code} before it was ready"
+                ) from None
             raise
         finally:
             self._spawned.discard(proc)
@@ -582,7 +596,10 @@ def _outcome(kind: str, data: bytes | None, exit_code: int | None, snap: RunSnap
                 stderr=reply["stderr"],
             )
         return Outcome(
-            RunState.SUCCEEDED, result=reply["result"], stdout=reply["stdout"], stderr=reply["stderr"]
+            RunState.SUCCEEDED,
+            result=reply["result"],
+            stdout=reply["stdout"],
+            stderr=reply["stderr"],
         )
     if kind == "timeout":
         return Outcome(RunState.TIMED_OUT, error_summary=f"timed out after {snap.timeout:g}s")

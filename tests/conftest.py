@@ -33,7 +33,20 @@ _django_settings.DATABASES  # noqa: B018  (loads the settings now, with the vari
 
 
 @pytest.fixture(scope="session")
-def nats_server():
+def tls_dir():
+    """A cluster CA and a node certificate, as `rota certs init` makes them."""
+    from rota.control.tls import init_certs
+
+    directory = _TMP / "tls"
+    init_certs(directory, ["test-node"])
+    os.environ["ROTA_TLS_DIR"] = str(directory)
+    os.environ["ROTA_GRPC_HOST"] = "127.0.0.1"
+    os.environ["ROTA_GRPC_PORT"] = "0"
+    return directory
+
+
+@pytest.fixture(scope="session")
+def nats_server(tls_dir):
     """A real nats-server with JetStream on a free port, for the whole session."""
     from rota.bus.server import EmbeddedNats, NatsServerError
 

@@ -37,10 +37,10 @@ def check_rota_settings(app_configs: Any = None, **kwargs: Any) -> list:
         found.append(
             Error("ROTA_NODE_ID is empty", hint="set it to the host or pod name", id="rota.E003")
         )
-    if not 0 < s.grpc_port < 65536:
+    if not 0 <= s.grpc_port < 65536:
         found.append(
             Error(
-                f"ROTA_GRPC_PORT {s.grpc_port} is out of range", hint="use 1-65535", id="rota.E004"
+                f"ROTA_GRPC_PORT {s.grpc_port} is out of range", hint="use 1-65535, or 0 for any free port", id="rota.E004"
             )
         )
     if s.worker_capacity < 1:

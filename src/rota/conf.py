@@ -36,8 +36,12 @@ class RotaSettings:
     data_dir: Path = Path(".rota")
     #: Database URL (``sqlite:///path`` or ``postgres://...``); used by rota.standalone.
     database_url: str = ""
-    #: gRPC control plane of a worker.
+    #: gRPC control plane of a worker: the port it listens on (0: any free port),
+    #: the address it binds, and the ``host:port`` others reach it at (default:
+    #: this host's name, or 127.0.0.1 when bound to loopback).
     grpc_port: int = 50051
+    grpc_host: str = "0.0.0.0"
+    grpc_advertise: str = ""
     tls_dir: Path = Path("/etc/rota/tls")
     tls_cert: Path | None = None
     tls_key: Path | None = None

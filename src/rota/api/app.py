@@ -22,7 +22,7 @@ from rota.domain.clock import utc_from_ts as _dt
 from rota.domain.params import check_schema
 from rota.domain.snapshot import RunSnapshot
 from rota.domain.states import RunState, seed003_status
-from rota.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
+from rota.errors import BackendUnavailable, Conflict, InvalidInput, NotFound, RotaError
 from rota.models import JobDefinition, JobRun, RunLog
 from rota.runs.service import RunRequest, RunService
 from rota.runs.sqlwriter import sql_writer
@@ -312,6 +312,69 @@ async def _logs_of(run_ids: list[str]) -> dict[str, dict[str, str]]:
     for (run_id, stream), (_, parts) in chunks.items():
         out.setdefault(run_id, {})[stream] = "".join(parts)
     return out
+
+
+@api.post("/runs/{run_id}/cancel", response={200: RunOut, **_ERRORS}, tags=["runs"])
+async def cancel_run(request: HttpRequest, run_id: str):  # type: ignore[no-untyped-def]
+    """Cancel a run. Idempotent; returns the run as it is now.
+
+    A run no worker holds yet is CANCELLED at once. A running one becomes
+    CANCELLING: its worker is told over gRPC and also notices through the
+    snapshot (so a cancel works while gRPC is unreachable), stops the process
+    group and records CANCELLED. A finished run is left as it is."""
+    row = await JobRun.objects.filter(id=run_id).afirst()
+    if row is None:
+        raise NotFound(f"no run {run_id!r}")
+    bus = await get_bus()
+    current = await RunStore(bus.runs).request_cancel(run_id)
+    if current is None:  # the snapshot expired: only a finished run is that old
+        return run_from_row(row, (await _logs_of([row.id])).get(row.id))
+    if current.snap.state == RunState.CANCELLING and current.snap.worker_id:
+        await _tell_worker_to_cancel(bus, current.snap.worker_id, run_id, current.snap.attempt)
+    return run_from_snapshot(current.snap, row)
+
+
+async def _tell_worker_to_cancel(bus: Bus, worker_id: str, run_id: str, attempt: int) -> None:
+    """Best effort: the worker also notices the CANCELLING snapshot by itself."""
+    import orjson
+
+    from rota.bus import subjects
+    from rota.control.client import ControlError
+
+    try:
+        entry = await (await bus.js.key_value(subjects.WORKERS_BUCKET)).get(worker_id)
+        endpoint = orjson.loads(entry.value or b"{}").get("grpc_endpoint")
+        if not endpoint:
+            return
+        client = await control_client()
+        await client.cancel_job(endpoint, run_id, attempt)
+    except (ControlError, RotaError) as exc:
+        log.warning("cancel of %s: worker %s not told over gRPC (%s); it will see the snapshot", run_id, worker_id, exc)
+    except Exception:
+        log.warning("cancel of %s: telling worker %s failed", run_id, worker_id, exc_info=True)
+
+
+_control_clients: dict[int, Any] = {}
+
+
+async def control_client():  # type: ignore[no-untyped-def]
+    """This server's control-plane client (one per event loop), timeouts and
+    retries from SchedulerSettings."""
+    from rota.control.client import ControlClient
+    from rota.control.tls import TlsFiles
+    from rota.models import SchedulerSettings
+
+    loop_id = id(asyncio.get_running_loop())
+    client = _control_clients.get(loop_id)
+    if client is None:
+        s = await sql_writer().call(SchedulerSettings.load)
+        client = ControlClient(
+            TlsFiles.from_settings(get_settings()),
+            timeout=s.grpc_timeout_seconds,
+            retries=s.grpc_retries,
+        )
+        _control_clients[loop_id] = client
+    return client
 
 
 def _encode_cursor(run_id: str) -> str:

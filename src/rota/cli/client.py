@@ -259,3 +259,9 @@ def handle_show(args: argparse.Namespace) -> int:
         if run.get(stream):
             print(f"--- {stream} ---\n{run[stream].rstrip()}")
     return 0
+
+
+def handle_cancel(args: argparse.Namespace) -> int:
+    run = Api(args).call("POST", f"/runs/{args.run_id}/cancel")
+    emit(args, run, RUN_COLUMNS)
+    return 0

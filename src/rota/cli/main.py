@@ -6,7 +6,7 @@ import argparse
 import sys
 from types import SimpleNamespace
 
-from rota.cli import client, doctor, migrate, server, up, worker
+from rota.cli import certs, client, doctor, migrate, server, up, worker, workers
 from rota.cli.base import CommandError
 from rota.errors import RotaError
 
@@ -15,6 +15,8 @@ COMMANDS = {
     "server": server,
     "worker": worker,
     "migrate": migrate,
+    "certs": certs,
+    "workers": workers,
     "doctor": doctor,
     "jobs": SimpleNamespace(
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs

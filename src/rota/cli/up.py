@@ -158,6 +158,11 @@ def handle(args: argparse.Namespace) -> int:
         nats_port = 0 if port_in_use(old) else old
     nats_token = _secret(data_dir / "nats.token")
     _secret(data_dir / "secret_key")
+    tls_dir = data_dir / "tls"
+    if not (tls_dir / "tls.crt").exists():
+        from rota.control.tls import init_certs
+
+        init_certs(tls_dir, ["localhost"])
 
     stack = Stack()
     stopping = False
@@ -187,7 +192,11 @@ def handle(args: argparse.Namespace) -> int:
         "ROTA_NATS_URL": stack.nats.url,
         "ROTA_NATS_TOKEN": nats_token,
         "ROTA_DATABASE_URL": f"sqlite:///{data_dir / 'rota.sqlite3'}",
-        "ROTA_TLS_DIR": str(data_dir / "tls"),
+        "ROTA_TLS_DIR": str(tls_dir),
+        # Workers of a one-machine stack listen on loopback, each on a free port
+        # it advertises in the registry.
+        "ROTA_GRPC_HOST": "127.0.0.1",
+        "ROTA_GRPC_PORT": "0",
         "ROTA_API_URL": api_url,
     }
     os.environ.update(env)

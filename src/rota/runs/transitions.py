@@ -105,7 +105,7 @@ class RunStore:
         """
         current: Versioned | None = mine
         for _ in range(MAX_CAS_RETRIES):
-            if current is None or not self._still_mine(current.snap, mine.snap):
+            if current is None or not self.still_owned(current.snap, mine.snap):
                 return None
             now = time.time()
             new = advance(
@@ -131,7 +131,7 @@ class RunStore:
         version (its state may now be CANCELLING), or None if no longer ours."""
         current: Versioned | None = mine
         for _ in range(MAX_CAS_RETRIES):
-            if current is None or not self._still_mine(current.snap, mine.snap):
+            if current is None or not self.still_owned(current.snap, mine.snap):
                 return None
             new = advance(current.snap, current.snap.state, heartbeat_at=time.time())
             rev = await self._write(new, current.rev)
@@ -144,7 +144,7 @@ class RunStore:
         """Hand a run back (graceful shutdown past its grace): → ORPHANED, no owner."""
         current: Versioned | None = mine
         for _ in range(MAX_CAS_RETRIES):
-            if current is None or not self._still_mine(current.snap, mine.snap):
+            if current is None or not self.still_owned(current.snap, mine.snap):
                 return None
             if current.snap.state == RunState.CANCELLING:
                 target = RunState.CANCELLED
@@ -165,7 +165,8 @@ class RunStore:
         return None
 
     @staticmethod
-    def _still_mine(current: RunSnapshot, mine: RunSnapshot) -> bool:
+    def still_owned(current: RunSnapshot, mine: RunSnapshot) -> bool:
+        """True if ``current`` is still the attempt ``mine`` describes, held by the same worker."""
         return (
             current.worker_id == mine.worker_id
             and current.attempt == mine.attempt
@@ -174,6 +175,31 @@ class RunStore:
         )
 
     # -- control side --------------------------------------------------------------
+
+    async def request_cancel(self, run_id: str) -> Versioned | None:
+        """Ask a run to stop. Idempotent; returns the run's version afterwards.
+
+        A run no worker holds (PENDING, ORPHANED) is CANCELLED at once; a run a
+        worker owns (ASSIGNED, RUNNING) becomes CANCELLING, and its worker ends it
+        CANCELLED; CANCELLING and terminal runs are left as they are. None if
+        the run has no snapshot.
+        """
+        for _ in range(MAX_CAS_RETRIES):
+            current = await self.get(run_id)
+            if current is None:
+                return None
+            state = current.snap.state
+            if state == RunState.CANCELLING or is_terminal(state):
+                return current
+            now = time.time()
+            if state in CLAIMABLE:
+                new = advance(current.snap, RunState.CANCELLED, now=now, finished_at=now, worker_id=None)
+            else:
+                new = advance(current.snap, RunState.CANCELLING, now=now)
+            rev = await self._write(new, current.rev)
+            if rev is not None:
+                return Versioned(new, rev)
+        return await self.get(run_id)
 
     async def fail_unrunnable(self, seen: Versioned, reason: str) -> Versioned | None:
         """PENDING/ORPHANED → FAILED for a run that cannot run (unknown kind, bad payload)."""

@@ -6,6 +6,11 @@ each run by compare-and-set on its snapshot, acks the message, executes, and
 records the outcome. With the ``lead`` role it also runs the projector and the
 reconciler (the coordination issue moves them under the elected leader).
 
+It serves the control plane (gRPC over mutual TLS, :mod:`rota.control.server`):
+Ping, GetStatus, StartJob, CancelJob, Drain, ConfirmContinuation. A cancel also
+reaches it through the run's snapshot, which it re-reads for runs older than a
+second, so a cancel works while gRPC is unreachable.
+
 Shutdown (SIGTERM): stop pulling, let current runs finish for the grace period,
 then hand the rest back (ORPHANED, re-dispatched) and say goodbye in the registry
 as STOPPED_GRACEFUL. ``shutdown()`` is idempotent.
@@ -20,6 +25,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from nats.errors import TimeoutError as NatsTimeout
@@ -28,6 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from rota.bus import subjects
 from rota.bus.connection import Bus, connect
 from rota.conf import RotaSettings
+from rota.control.fence import EpochFence
 from rota.domain.ids import msg_id, new_worker_id
 from rota.domain.snapshot import decode
 from rota.domain.states import RunState
@@ -41,6 +48,8 @@ log = logging.getLogger(__name__)
 RUN_HEARTBEAT_SECONDS = 15.0
 #: How often the worker's own heartbeat is written.
 HEARTBEAT_SECONDS = 5.0
+#: How often snapshots of runs older than this are re-read (cancel, lost ownership).
+WATCH_SECONDS = 1.0
 
 
 @dataclass
@@ -70,6 +79,7 @@ class Worker:
         roles: set[str] | None = None,
         executors: dict[str, Executor] | None = None,
         worker_id: str | None = None,
+        control: bool = True,
     ) -> None:
         self.settings = settings
         self.tags = tags or ["default"]
@@ -83,6 +93,12 @@ class Worker:
         self.active: dict[str, Active] = {}
         self.stop_pulling = asyncio.Event()
         self.stopped = asyncio.Event()
+        self.draining = False
+        self.detached = False
+        self.fence = EpochFence()
+        self.grpc_endpoint = ""
+        self._control_enabled = control
+        self._control_server: Any = None
         self._slot_freed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._shutdown_started = False
@@ -99,6 +115,8 @@ class Worker:
         )
         self.workers_kv = await self.bus.js.key_value(subjects.WORKERS_BUCKET)
         self.heartbeats_kv = await self.bus.js.key_value(subjects.HEARTBEATS_BUCKET)
+        if self._control_enabled:
+            await self._start_control()
         await self._register("IDLE")
         subs = []
         if "execute" in self.roles:
@@ -117,6 +135,7 @@ class Worker:
         for sub in subs:
             self._spawn(self._pull_loop(sub))
         self._spawn(self._heartbeat_loop())
+        self._spawn(self._watch_loop())
         if "lead" in self.roles:
             from rota.leader.projector import Projector
             from rota.leader.reconciler import Reconciler
@@ -125,12 +144,28 @@ class Worker:
             self._spawn(Projector(self.bus).run(self.stopped))
             self._spawn(Reconciler(RunService(self.bus)).run(self.stopped))
         log.info(
-            "worker %s started: tags=%s capacity=%d roles=%s",
+            "worker %s started: tags=%s capacity=%d roles=%s control=%s",
             self.worker_id,
             self.tags,
             self.capacity,
             sorted(self.roles),
+            self.grpc_endpoint or "off",
         )
+
+    async def _start_control(self) -> None:
+        from rota.control.server import start_control_server
+        from rota.control.tls import TlsFiles
+
+        s = self.settings
+        self._control_server, port = await start_control_server(
+            self, TlsFiles.from_settings(s), host=s.grpc_host, port=s.grpc_port, fence=self.fence
+        )
+        if s.grpc_advertise:
+            self.grpc_endpoint = s.grpc_advertise
+        elif s.grpc_host in ("127.0.0.1", "localhost", "::1"):
+            self.grpc_endpoint = f"127.0.0.1:{port}"
+        else:
+            self.grpc_endpoint = f"{socket.gethostname()}:{port}"
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coro)
@@ -184,6 +219,8 @@ class Worker:
         if leftover:
             await asyncio.wait(leftover, timeout=10)
         self.stopped.set()
+        if self._control_server is not None:
+            await self._control_server.stop(grace=1.0)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -205,6 +242,81 @@ class Worker:
             headers={"Nats-Msg-Id": msg_id(v.snap.run_id, v.snap.attempt), REV_HEADER: str(v.rev)},
         )
 
+    # -- what the control plane asks (rota.control.server.ControlledWorker) ----------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "node_id": self.settings.node_id,
+            "roles": sorted(self.roles),
+            "tags": self.tags,
+            "capacity": self.capacity,
+            "load": len(self.active),
+            "runs": [
+                {
+                    "run_id": run_id,
+                    "attempt": a.version.snap.attempt,
+                    "state": a.version.snap.state,
+                    "job": a.version.snap.job,
+                    "started_at": a.version.snap.started_at or 0.0,
+                }
+                for run_id, a in self.active.items()
+            ],
+            "draining": self.draining or self._shutdown_started,
+            "detached": self.detached,
+            "started_at": self.started_at,
+            "grpc_endpoint": self.grpc_endpoint,
+        }
+
+    async def start_run(self, run_id: str) -> tuple[bool, str, int, str]:
+        """StartJob: claim ``run_id`` and execute it here now.
+
+        Returns (started, state, attempt, detail); state "" if the run is unknown."""
+        assert self.store is not None
+        current = await self.store.get(run_id)
+        if current is None:
+            return False, "", 0, f"no run {run_id}"
+        if self.stop_pulling.is_set():
+            return False, current.snap.state, current.snap.attempt, "draining: takes no new runs"
+        if len(self.active) >= self.capacity:
+            return False, current.snap.state, current.snap.attempt, "busy: no free slot"
+        claimed = await self.store.claim(current, self.worker_id)
+        if claimed is None:
+            now = await self.store.get(run_id)
+            state = now.snap.state if now else current.snap.state
+            return False, state, now.snap.attempt if now else 0, f"not claimable in state {state}"
+        self._launch(claimed)
+        return True, claimed.snap.state, claimed.snap.attempt, "started"
+
+    async def cancel_run(self, run_id: str, attempt: int = 0) -> tuple[bool, str]:
+        """CancelJob: mark the run CANCELLING (if it is not yet) and stop its process."""
+        assert self.store is not None
+        act = self.active.get(run_id)
+        if act is None or (attempt and act.version.snap.attempt != attempt):
+            current = await self.store.get(run_id)
+            return False, current.snap.state if current else ""
+        marked = await self.store.request_cancel(run_id)
+        if marked is not None and RunStore.still_owned(marked.snap, act.version.snap):
+            act.version = marked
+        act.cancel.set()
+        return True, marked.snap.state if marked else RunState.CANCELLING.value
+
+    async def drain(self) -> int:
+        """Drain: take no new work; the current runs finish."""
+        if not self.draining:
+            self.draining = True
+            self.stop_pulling.set()
+            self._slot_freed.set()
+            await self._register("DRAINING")
+        return len(self.active)
+
+    def confirm(self, run_id: str, attempt: int) -> tuple[bool, str, float]:
+        """ConfirmContinuation: is this worker executing ``run_id`` at ``attempt``?"""
+        act = self.active.get(run_id)
+        if act is None or act.version.snap.attempt != attempt or act.cancel.is_set():
+            return False, act.version.snap.state if act else "", 0.0
+        return True, act.version.snap.state, act.version.snap.heartbeat_at or 0.0
+
     # -- registry --------------------------------------------------------------------
 
     def registry_entry(self, state: str) -> dict:
@@ -219,6 +331,8 @@ class Worker:
             "load": len(self.active),
             "runs": sorted(self.active),
             "state": state,
+            "grpc_endpoint": self.grpc_endpoint,
+            "draining": self.draining,
             "started_at": self.started_at,
             "stopped_at": time.time() if state == "STOPPED_GRACEFUL" else None,
             "completed": self.completed,
@@ -227,6 +341,11 @@ class Worker:
     async def _register(self, state: str) -> None:
         await self.workers_kv.put(self.worker_id, orjson.dumps(self.registry_entry(state)))
 
+    def _state(self) -> str:
+        if self.draining or self.stop_pulling.is_set():
+            return "DRAINING"
+        return "RUNNING" if self.active else "IDLE"
+
     async def _heartbeat_loop(self) -> None:
         last_run_beat = time.monotonic()
         while not self.stopped.is_set():
@@ -234,8 +353,8 @@ class Worker:
                 await self.heartbeats_kv.put(
                     self.worker_id, orjson.dumps({"load": len(self.active)})
                 )
-                if not self.stop_pulling.is_set():
-                    await self._register("RUNNING" if self.active else "IDLE")
+                if not self._shutdown_started:
+                    await self._register(self._state())
                 if time.monotonic() - last_run_beat >= RUN_HEARTBEAT_SECONDS:
                     last_run_beat = time.monotonic()
                     await self._beat_runs()
@@ -253,14 +372,45 @@ class Worker:
         for act in list(self.active.values()):
             if now - (act.version.snap.heartbeat_at or 0) < RUN_HEARTBEAT_SECONDS:
                 continue
-            current = await self.store.heartbeat(act.version)
-            if current is None:
-                act.cancel.set()  # owned by a newer attempt now: stop our copy
-            elif current.snap.state == RunState.CANCELLING:
-                act.version = current
-                act.cancel.set()
-            else:
-                act.version = current
+            self._follow(act, await self.store.heartbeat(act.version))
+
+    async def _watch_loop(self) -> None:
+        """Re-read the snapshots of runs older than WATCH_SECONDS: a cancel asked
+        through the snapshot alone (gRPC unreachable), or a run that now belongs to
+        a newer attempt, stops our copy. Short runs never pay for this."""
+        assert self.store is not None
+        while not self.stopped.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), WATCH_SECONDS)
+            now = time.time()
+            old = [
+                a
+                for a in self.active.values()
+                if not a.cancel.is_set() and now - (a.version.snap.started_at or now) >= WATCH_SECONDS
+            ]
+            if not old:
+                continue
+            try:
+                found = await asyncio.gather(*(self.store.get(a.version.snap.run_id) for a in old))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("watching running runs failed", exc_info=True)
+                continue
+            for act, current in zip(old, found, strict=True):
+                if current is None or not RunStore.still_owned(current.snap, act.version.snap):
+                    self._follow(act, None)
+                elif current.snap.state == RunState.CANCELLING:
+                    self._follow(act, current)
+
+    def _follow(self, act: Active, current: Versioned | None) -> None:
+        """Take in what the store says about a run we execute."""
+        if current is None:
+            act.cancel.set()  # owned by a newer attempt now: stop our copy, report nothing
+            return
+        act.version = current
+        if current.snap.state == RunState.CANCELLING:
+            act.cancel.set()
 
     # -- the run path ------------------------------------------------------------------
 
@@ -300,10 +450,13 @@ class Worker:
             return
         claimed = await self.store.claim(Versioned(snap, rev), self.worker_id)
         await msg.ack()
-        if claimed is None:
-            return  # claimed elsewhere, cancelled, or finished: nothing to do
+        if claimed is not None:
+            self._launch(claimed)
+        # else: claimed elsewhere, cancelled, or finished: nothing to do
+
+    def _launch(self, claimed: Versioned) -> None:
         act = Active(claimed)
-        self.active[snap.run_id] = act
+        self.active[claimed.snap.run_id] = act
         act.task = asyncio.create_task(self._execute(act))
 
     async def _execute(self, act: Active) -> None:

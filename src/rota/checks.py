@@ -40,7 +40,9 @@ def check_rota_settings(app_configs: Any = None, **kwargs: Any) -> list:
     if not 0 <= s.grpc_port < 65536:
         found.append(
             Error(
-                f"ROTA_GRPC_PORT {s.grpc_port} is out of range", hint="use 1-65535, or 0 for any free port", id="rota.E004"
+                f"ROTA_GRPC_PORT {s.grpc_port} is out of range",
+                hint="use 1-65535, or 0 for any free port",
+                id="rota.E004",
             )
         )
     if s.worker_capacity < 1:

@@ -50,14 +50,19 @@ async def worker(rota_settings, bus):
 
 @pytest.fixture
 async def client(tls_dir):
-    c = ControlClient(TlsFiles(tls_dir / "tls.crt", tls_dir / "tls.key", tls_dir / "ca.crt"), retries=0, timeout=2)
+    c = ControlClient(
+        TlsFiles(tls_dir / "tls.crt", tls_dir / "tls.key", tls_dir / "ca.crt"), retries=0, timeout=2
+    )
     yield c
     await c.close()
 
 
 def _client_for(directory: Path, **kw) -> ControlClient:
     return ControlClient(
-        TlsFiles(directory / "tls.crt", directory / "tls.key", directory / "ca.crt"), retries=0, timeout=2, **kw
+        TlsFiles(directory / "tls.crt", directory / "tls.key", directory / "ca.crt"),
+        retries=0,
+        timeout=2,
+        **kw,
     )
 
 
@@ -128,7 +133,9 @@ async def test_expired_certificate_is_refused(worker, tls_dir, tmp_path):
     finally:
         await expired.close()
     # The same CA's valid certificate is accepted: it was the expiry that failed.
-    key, cert = make_node_cert((tls_dir / "ca.key").read_bytes(), (tls_dir / "ca.crt").read_bytes(), ["new-node"])
+    key, cert = make_node_cert(
+        (tls_dir / "ca.key").read_bytes(), (tls_dir / "ca.crt").read_bytes(), ["new-node"]
+    )
     write_node(tmp_path / "valid", key, cert, (tls_dir / "ca.crt").read_bytes())
     valid = _client_for(tmp_path / "valid")
     try:
@@ -150,7 +157,9 @@ def _presented_serial(endpoint: str, client_dir: Path) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
-async def test_server_presents_renewed_certificate_without_restart(rota_settings, tls_dir, tmp_path):
+async def test_server_presents_renewed_certificate_without_restart(
+    rota_settings, tls_dir, tmp_path
+):
     # A worker with its own copy of the files, so renewing them touches no other test.
     own = tmp_path / "server-tls"
     shutil.copytree(tls_dir, own)
@@ -161,8 +170,12 @@ async def test_server_presents_renewed_certificate_without_restart(rota_settings
     await w.start()
     try:
         before = await asyncio.to_thread(_presented_serial, w.grpc_endpoint, tls_dir)
-        assert before == x509.load_pem_x509_certificate((own / "tls.crt").read_bytes()).serial_number
-        key, cert = make_node_cert((own / "ca.key").read_bytes(), (own / "ca.crt").read_bytes(), ["renewed"])
+        assert (
+            before == x509.load_pem_x509_certificate((own / "tls.crt").read_bytes()).serial_number
+        )
+        key, cert = make_node_cert(
+            (own / "ca.key").read_bytes(), (own / "ca.crt").read_bytes(), ["renewed"]
+        )
         write_node(own, key, cert, (own / "ca.crt").read_bytes())  # in place, as cert-manager does
         after = await asyncio.to_thread(_presented_serial, w.grpc_endpoint, tls_dir)
         assert after == x509.load_pem_x509_certificate(cert).serial_number != before
@@ -193,7 +206,10 @@ async def test_client_picks_up_replaced_files(worker, tls_dir, tmp_path):
 
 
 async def test_older_epoch_is_refused_with_a_distinct_status(worker, client):
-    new, old = ControlClient(client.tls, epoch=12, retries=0), ControlClient(client.tls, epoch=11, retries=0)
+    new, old = (
+        ControlClient(client.tls, epoch=12, retries=0),
+        ControlClient(client.tls, epoch=11, retries=0),
+    )
     try:
         await new.ping(worker.grpc_endpoint)
         with pytest.raises(StaleEpoch) as err:
@@ -212,7 +228,9 @@ async def test_older_epoch_is_refused_with_a_distinct_status(worker, client):
 
 async def test_status_start_confirm_and_cancel_of_a_command(bus, worker, client, tmp_path):
     pidfile = tmp_path / "pid"
-    job = await _job("sleeper", kind="command", target="sh", args=["-c", f"echo $$ > {pidfile}; exec sleep 600"])
+    job = await _job(
+        "sleeper", kind="command", target="sh", args=["-c", f"echo $$ > {pidfile}; exec sleep 600"]
+    )
     # Routed to a tag nobody serves: only StartJob can put it on our worker.
     run, _ = await RunService(bus).submit(RunRequest(job=job, tag="nobody"))
     reply = await client.start_job(worker.grpc_endpoint, run.id)
@@ -315,6 +333,8 @@ def test_generated_stubs_are_current():
 
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
-        [sys.executable, str(root / "scripts" / "gen_protos.py"), "--check"], capture_output=True, text=True
+        [sys.executable, str(root / "scripts" / "gen_protos.py"), "--check"],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr

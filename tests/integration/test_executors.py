@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -452,3 +453,39 @@ if __name__ == "__main__":
             await ex.close()
 
     asyncio.run(_main())
+
+
+async def test_jobs_do_not_see_the_workers_secrets(monkeypatch) -> None:
+    monkeypatch.setenv("ROTA_API_TOKEN", "rota_secret_api")
+    monkeypatch.setenv("ROTA_NATS_TOKEN", "nats-secret")
+    monkeypatch.setenv("ROTA_NODE_ID", "visible-node")
+    out = await CommandExecutor().run(snap("command", "env"), asyncio.Event())
+    assert "visible-node" in out.stdout
+    assert "rota_secret_api" not in out.stdout and "nats-secret" not in out.stdout
+
+
+def test_python_pool_children_do_not_see_the_workers_secrets() -> None:
+    # A fresh interpreter: the pool's forkserver copies the environment it starts with.
+    script = f"""
+import asyncio, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from rota.worker.executors.python import PythonExecutor
+from tests.integration.test_executors import snap
+async def main():
+    ex = PythonExecutor(size=1)
+    try:
+        for name in ("ROTA_API_TOKEN", "ROTA_NODE_ID"):
+            out = await ex.run(snap("python", "{JOBS}:env", name=name), asyncio.Event())
+            print(name, out.state, out.result)
+    finally:
+        await ex.close()
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+    env = {**os.environ, "ROTA_API_TOKEN": "rota_secret_api", "ROTA_NODE_ID": "visible-node"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ROTA_API_TOKEN SUCCEEDED None" in out.stdout
+    assert "ROTA_NODE_ID SUCCEEDED visible-node" in out.stdout

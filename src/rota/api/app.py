@@ -349,7 +349,12 @@ async def _tell_worker_to_cancel(bus: Bus, worker_id: str, run_id: str, attempt:
         client = await control_client()
         await client.cancel_job(endpoint, run_id, attempt)
     except (ControlError, RotaError) as exc:
-        log.warning("cancel of %s: worker %s not told over gRPC (%s); it will see the snapshot", run_id, worker_id, exc)
+        log.warning(
+            "cancel of %s: worker %s not told over gRPC (%s); it will see the snapshot",
+            run_id,
+            worker_id,
+            exc,
+        )
     except Exception:
         log.warning("cancel of %s: telling worker %s failed", run_id, worker_id, exc_info=True)
 

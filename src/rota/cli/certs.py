@@ -12,7 +12,9 @@ help = "make the control plane's CA and node certificates"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="certs_cmd", required=True)
-    init = sub.add_parser("init", help="create a CA (or reuse the one in --dir) and node certificates")
+    init = sub.add_parser(
+        "init", help="create a CA (or reuse the one in --dir) and node certificates"
+    )
     init.add_argument(
         "--dir",
         default=env_default("ROTA_TLS_DIR", "/etc/rota/tls"),

@@ -55,7 +55,9 @@ async def endpoint_of(worker_id: str) -> str:
     entry = entries.get(worker_id)
     if entry is None:
         known = ", ".join(sorted(entries)) or "none"
-        raise CommandError(f"no worker {worker_id!r} in the registry", hint=f"known workers: {known}")
+        raise CommandError(
+            f"no worker {worker_id!r} in the registry", hint=f"known workers: {known}"
+        )
     if not entry.get("grpc_endpoint"):
         raise CommandError(f"worker {worker_id!r} advertises no gRPC endpoint")
     return entry["grpc_endpoint"]
@@ -83,7 +85,12 @@ async def _handle(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(entries, indent=2))
         else:
-            print(table(entries, ["worker_id", "node_id", "state", "load", "capacity", "tags", "grpc_endpoint"]))
+            print(
+                table(
+                    entries,
+                    ["worker_id", "node_id", "state", "load", "capacity", "tags", "grpc_endpoint"],
+                )
+            )
         return 0
     endpoint = await endpoint_of(args.worker_id)
     client = control_client()
@@ -91,7 +98,9 @@ async def _handle(args: argparse.Namespace) -> int:
         if args.workers_cmd == "ping":
             for _ in range(args.count):
                 reply, rtt = await client.ping(endpoint)
-                print(f"pong from {reply.worker_id} at {endpoint}: {rtt * 1000:.2f} ms (highest epoch {reply.highest_epoch})")
+                print(
+                    f"pong from {reply.worker_id} at {endpoint}: {rtt * 1000:.2f} ms (highest epoch {reply.highest_epoch})"
+                )
         elif args.workers_cmd == "status":
             from google.protobuf.json_format import MessageToDict
 
@@ -100,7 +109,9 @@ async def _handle(args: argparse.Namespace) -> int:
             reply = await client.drain(endpoint)
             print(f"{args.worker_id} is draining; {reply.running} run(s) still going")
     except ControlError as exc:
-        raise CommandError(str(exc), hint="is the worker running, and are ROTA_TLS_DIR's certificates from its CA?") from None
+        raise CommandError(
+            str(exc), hint="is the worker running, and are ROTA_TLS_DIR's certificates from its CA?"
+        ) from None
     finally:
         await client.close()
     return 0

@@ -26,7 +26,9 @@ from rota.errors import RotaError
 class ControlError(RotaError):
     """A control call failed. ``code`` is the gRPC status."""
 
-    def __init__(self, message: str, *, code: grpc.StatusCode | None = None, retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, code: grpc.StatusCode | None = None, retryable: bool = False
+    ) -> None:
         super().__init__(message, retryable=retryable)
         self.code = code
 
@@ -149,14 +151,20 @@ class ControlClient:
         return await self._call(endpoint, "StartJob", pb.StartJobRequest(run_id=run_id))
 
     async def cancel_job(self, endpoint: str, run_id: str, attempt: int = 0) -> pb.CancelJobReply:
-        return await self._call(endpoint, "CancelJob", pb.CancelJobRequest(run_id=run_id, attempt=attempt))
+        return await self._call(
+            endpoint, "CancelJob", pb.CancelJobRequest(run_id=run_id, attempt=attempt)
+        )
 
     async def drain(self, endpoint: str) -> pb.DrainReply:
         return await self._call(endpoint, "Drain", pb.DrainRequest())
 
-    async def confirm_continuation(self, endpoint: str, run_id: str, attempt: int) -> pb.ConfirmContinuationReply:
+    async def confirm_continuation(
+        self, endpoint: str, run_id: str, attempt: int
+    ) -> pb.ConfirmContinuationReply:
         return await self._call(
-            endpoint, "ConfirmContinuation", pb.ConfirmContinuationRequest(run_id=run_id, attempt=attempt)
+            endpoint,
+            "ConfirmContinuation",
+            pb.ConfirmContinuationRequest(run_id=run_id, attempt=attempt),
         )
 
     async def close(self) -> None:

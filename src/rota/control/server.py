@@ -66,7 +66,9 @@ class WorkerControlServicer(pb_grpc.WorkerControlServicer):
             server_time=time.time(),
         )
 
-    async def GetStatus(self, request: pb.GetStatusRequest, context: aio.ServicerContext) -> pb.WorkerStatus:
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: aio.ServicerContext
+    ) -> pb.WorkerStatus:
         await self._admit(context)
         s = self.worker.status()
         return pb.WorkerStatus(
@@ -85,7 +87,9 @@ class WorkerControlServicer(pb_grpc.WorkerControlServicer):
             highest_epoch=self.fence.highest,
         )
 
-    async def StartJob(self, request: pb.StartJobRequest, context: aio.ServicerContext) -> pb.StartJobReply:
+    async def StartJob(
+        self, request: pb.StartJobRequest, context: aio.ServicerContext
+    ) -> pb.StartJobReply:
         await self._admit(context)
         if not request.run_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "run_id is required")
@@ -96,7 +100,9 @@ class WorkerControlServicer(pb_grpc.WorkerControlServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, detail)
         return pb.StartJobReply(started=started, state=state, attempt=attempt, detail=detail)
 
-    async def CancelJob(self, request: pb.CancelJobRequest, context: aio.ServicerContext) -> pb.CancelJobReply:
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: aio.ServicerContext
+    ) -> pb.CancelJobReply:
         await self._admit(context)
         found, state = await self.worker.cancel_run(request.run_id, request.attempt)
         return pb.CancelJobReply(found=found, state=state)
@@ -110,7 +116,9 @@ class WorkerControlServicer(pb_grpc.WorkerControlServicer):
     ) -> pb.ConfirmContinuationReply:
         await self._admit(context)
         executing, state, heartbeat_at = self.worker.confirm(request.run_id, request.attempt)
-        return pb.ConfirmContinuationReply(executing=executing, state=state, heartbeat_at=heartbeat_at)
+        return pb.ConfirmContinuationReply(
+            executing=executing, state=state, heartbeat_at=heartbeat_at
+        )
 
 
 def versions() -> dict[str, str]:
@@ -142,10 +150,14 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
             log.info("control plane: TLS files changed, presenting the new certificate")
             return config(material)
         except Exception:  # a half-written renewal: keep the current one
-            log.warning("control plane: cannot reload TLS files; keeping the current ones", exc_info=True)
+            log.warning(
+                "control plane: cannot reload TLS files; keeping the current ones", exc_info=True
+            )
             return None
 
-    return grpc.dynamic_ssl_server_credentials(config(first), fetch, require_client_authentication=True)
+    return grpc.dynamic_ssl_server_credentials(
+        config(first), fetch, require_client_authentication=True
+    )
 
 
 async def start_control_server(

@@ -125,7 +125,9 @@ class Projector:
                 durable=subjects.PROJECTOR_CONSUMER,
                 stream=stream,
                 config=ConsumerConfig(
-                    ack_policy=AckPolicy.ALL,
+                    # Explicit, not ALL: with ALL, one projector's ack would also
+                    # acknowledge another's batch still being applied (or failed).
+                    ack_policy=AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL,
                     ack_wait=60,
                     max_ack_pending=-1,
@@ -137,7 +139,9 @@ class Projector:
         sub = await self._subscription()
         try:
             msgs = await sub.fetch(self.batch, timeout=timeout)
-        except NatsTimeout:
+        except (TimeoutError, NatsTimeout):
+            return 0
+        if not msgs:
             return 0
         snaps = []
         for m in msgs:
@@ -149,8 +153,10 @@ class Projector:
             except Exception:  # a value rota did not write: skip it, never stall on it
                 log.warning("projector: undecodable snapshot on %s", m.subject)
         applied = await sql_writer().call(apply_snapshots, snaps)
-        # AckPolicy.ALL: acking the last message acknowledges the whole batch.
-        await msgs[-1].ack()
+        # Only after the batch is committed; a failed batch is redelivered after
+        # ack_wait (applying it again changes nothing).
+        for m in msgs:
+            await m.ack()
         return applied
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -193,7 +193,9 @@ class RunStore:
                 return current
             now = time.time()
             if state in CLAIMABLE:
-                new = advance(current.snap, RunState.CANCELLED, now=now, finished_at=now, worker_id=None)
+                new = advance(
+                    current.snap, RunState.CANCELLED, now=now, finished_at=now, worker_id=None
+                )
             else:
                 new = advance(current.snap, RunState.CANCELLING, now=now)
             rev = await self._write(new, current.rev)

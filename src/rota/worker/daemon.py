@@ -100,6 +100,9 @@ class Worker:
         self._control_enabled = control
         self._control_server: Any = None
         self._slot_freed = asyncio.Event()
+        #: Slots promised to fetches in flight, so that several pull loops never
+        #: fetch more runs together than the worker has free slots.
+        self._reserved = 0
         self._tasks: list[asyncio.Task] = []
         self._shutdown_started = False
         self.started_at = time.time()
@@ -118,22 +121,17 @@ class Worker:
         if self._control_enabled:
             await self._start_control()
         await self._register("IDLE")
-        subs = []
         if "execute" in self.roles:
             for tag in self.tags:
-                subs.append(
-                    await self._work_subscription(
-                        subjects.work_subject(tag), subjects.work_consumer(tag)
-                    )
+                sub = await self._work_subscription(
+                    subjects.work_subject(tag), subjects.work_consumer(tag)
                 )
-            subs.append(
-                await self._work_subscription(
-                    subjects.pinned_subject(self.worker_id),
-                    f"pin_{subjects.safe_token(self.worker_id)}",
-                )
+                self._spawn(self._pull_loop(sub, share=len(self.tags)))
+            pinned = await self._work_subscription(
+                subjects.pinned_subject(self.worker_id),
+                f"pin_{subjects.safe_token(self.worker_id)}",
             )
-        for sub in subs:
-            self._spawn(self._pull_loop(sub))
+            self._spawn(self._pull_loop(pinned, share=0))
         self._spawn(self._heartbeat_loop())
         self._spawn(self._watch_loop())
         if "lead" in self.roles:
@@ -386,7 +384,8 @@ class Worker:
             old = [
                 a
                 for a in self.active.values()
-                if not a.cancel.is_set() and now - (a.version.snap.started_at or now) >= WATCH_SECONDS
+                if not a.cancel.is_set()
+                and now - (a.version.snap.started_at or now) >= WATCH_SECONDS
             ]
             if not old:
                 continue
@@ -414,16 +413,25 @@ class Worker:
 
     # -- the run path ------------------------------------------------------------------
 
-    async def _pull_loop(self, sub) -> None:  # type: ignore[no-untyped-def]
+    async def _pull_loop(self, sub, *, share: int) -> None:  # type: ignore[no-untyped-def]
+        """Fetch runs while there are free slots.
+
+        The tag loops split the free slots between them (``share`` loops); the
+        pinned loop (``share=0``) fetches one run at a time.
+        """
         while not self.stop_pulling.is_set():
-            free = self.capacity - len(self.active)
+            free = self.capacity - len(self.active) - self._reserved
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            want = 1 if share == 0 else max(1, free // share)
+            self._reserved += want
             try:
-                msgs = await sub.fetch(free, timeout=2.0)
-            except NatsTimeout:
+                msgs = await sub.fetch(want, timeout=2.0)
+                for m in msgs:
+                    await self._accept(m)
+            except (TimeoutError, NatsTimeout):
                 continue
             except asyncio.CancelledError:
                 raise
@@ -432,9 +440,9 @@ class Worker:
                     return
                 log.exception("fetch failed")
                 await asyncio.sleep(0.5)
-                continue
-            for m in msgs:
-                await self._accept(m)
+            finally:
+                self._reserved -= want
+                self._slot_freed.set()
 
     async def _accept(self, msg) -> None:  # type: ignore[no-untyped-def]
         assert self.store is not None

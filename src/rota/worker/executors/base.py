@@ -17,6 +17,8 @@ implementations:
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +34,26 @@ class Outcome:
     error_summary: str = ""
     stdout: str = ""
     stderr: str = ""
+
+
+#: Variables a job never sees: the worker's own credentials.
+_SECRET = re.compile(r"^ROTA_.*(TOKEN|SECRET|PASSWORD|KEY)(_FILE)?$")
+
+
+def job_environ(snap: RunSnapshot, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a run's process gets: the worker's, without rota's
+    secrets (API and NATS tokens, the secret key), plus the run's identity."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not _SECRET.match(k)}
+    env["ROTA_RUN_ID"] = snap.run_id
+    env["ROTA_ATTEMPT"] = str(snap.attempt)
+    return env
+
+
+def scrub_environ() -> None:
+    """Remove rota's secrets from this process's environment (a pool child,
+    before it runs user code)."""
+    for key in [k for k in os.environ if _SECRET.match(k)]:
+        del os.environ[key]
 
 
 class Executor(Protocol):

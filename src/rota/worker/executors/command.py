@@ -20,7 +20,7 @@ import orjson
 
 from rota.domain.snapshot import OUTPUT_TAIL_BYTES, RunSnapshot, tail
 from rota.domain.states import RunState
-from rota.worker.executors.base import Outcome
+from rota.worker.executors.base import Outcome, job_environ
 
 #: Longest error_summary an outcome carries.
 SUMMARY_LIMIT = 500
@@ -94,7 +94,7 @@ class CommandExecutor:
         if cancel.is_set():
             return Outcome(RunState.CANCELLED, error_summary="cancelled before start")
         argv = [snap.target, *snap.args, *params_to_argv(snap.params)]
-        env = {**os.environ, "ROTA_RUN_ID": snap.run_id, "ROTA_ATTEMPT": str(snap.attempt)}
+        env = job_environ(snap)
         loop = asyncio.get_running_loop()
         capture = _Capture(loop, self.output_limit)
         try:

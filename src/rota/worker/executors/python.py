@@ -50,7 +50,7 @@ import orjson
 
 from rota.domain.snapshot import RunSnapshot, tail
 from rota.domain.states import RunState
-from rota.worker.executors.base import Outcome
+from rota.worker.executors.base import Outcome, scrub_environ
 from rota.worker.executors.command import format_summary, signal_name
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def _child_main(conn: Connection, sys_path: list[str], cwd: str) -> None:
     # the user's code started with one killpg.
     os.setsid()
     _die_with_parent()
+    scrub_environ()  # user code must not see the worker's tokens
     sys.path[:] = sys_path if cwd in sys_path else [*sys_path, cwd]
     conn.send_bytes(_READY)
     functions: dict[str, Callable[..., Any]] = {}

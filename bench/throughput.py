@@ -110,8 +110,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rota-bench-"))
     from tests.e2e.conftest import descendants, start_stack, stop_stack
 
-    os.environ["ROTA_WORKER_CAPACITY"] = str(args.capacity)
-    stack = start_stack(tmp)
+    stack = start_stack(tmp, env={"ROTA_WORKER_CAPACITY": str(args.capacity)})
     env = stack.env()
     env["ROTA_WORKER_CAPACITY"] = str(args.capacity)
     extra = [

@@ -47,7 +47,9 @@ class Stack:
         return clean_env(**values)
 
 
-def start_stack(tmp: Path, *extra_args: str, timeout: float = 60.0) -> Stack:
+def start_stack(
+    tmp: Path, *extra_args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> Stack:
     data_dir = tmp / "data"
     port = free_port()
     log = tmp / "up.log"
@@ -67,7 +69,7 @@ def start_stack(tmp: Path, *extra_args: str, timeout: float = 60.0) -> Stack:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=clean_env(ROTA_SHUTDOWN_GRACE_SECONDS="3"),
+            env=clean_env(ROTA_SHUTDOWN_GRACE_SECONDS="3", **(env or {})),
             cwd=tmp,
         )
     url = f"http://127.0.0.1:{port}"

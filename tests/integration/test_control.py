@@ -117,7 +117,7 @@ async def test_certificate_from_another_ca_is_refused(worker, tmp_path):
 
 
 async def test_expired_certificate_is_refused(worker, tls_dir, tmp_path):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     key, cert = make_node_cert(
         (tls_dir / "ca.key").read_bytes(),
         (tls_dir / "ca.crt").read_bytes(),

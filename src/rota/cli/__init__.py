@@ -1,3 +1,4 @@
-"""The ``rota`` command. Each subcommand is defined once (an ``add_arguments`` and
-a ``handle`` function) and exposed both as ``rota <name>`` and, for projects that
-embed rota, as ``manage.py rota_<name>``."""
+"""The ``rota`` command. Each subcommand is defined once, as an ``add_arguments``
+and a ``handle`` function, so that the same definition can also be exposed as a
+Django management command (``manage.py rota_<name>``) for projects that embed
+rota."""

@@ -233,6 +233,7 @@ def handle(args: argparse.Namespace) -> int:
         print(f"  NATS:       {stack.nats.url}")
         print(f"  more workers: set -a; . {data_dir / ENV_FILE}; set +a; rota worker --node-id n2")
         sys.stdout.flush()
+        crashed = False
         while not stopping:
             for name, proc in stack.children:
                 if proc.poll() is not None:
@@ -240,9 +241,9 @@ def handle(args: argparse.Namespace) -> int:
                         f"rota: {name} exited with status {proc.returncode}; stopping",
                         file=sys.stderr,
                     )
-                    stopping = True
+                    stopping = crashed = True
             time.sleep(0.2)
-        return 0
+        return 1 if crashed else 0
     finally:
         stack.stop()
 

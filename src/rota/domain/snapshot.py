@@ -18,7 +18,8 @@ import orjson
 
 from rota.domain.states import ContinuationState, RunState, check_transition
 
-#: Output kept in a snapshot, per stream; the full log goes to the database.
+#: Output kept per stream: the last this many bytes, in the snapshot and (for a
+#: finished run) in the RunLog table.
 OUTPUT_TAIL_BYTES = 64 * 1024
 
 

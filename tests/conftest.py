@@ -35,7 +35,7 @@ _django_settings.DATABASES  # noqa: B018  (loads the settings now, with the vari
 @pytest.fixture(scope="session")
 def tls_dir():
     """A cluster CA and a node certificate, as `rota certs init` makes them."""
-    from rota.control.tls import init_certs
+    from rota.control.certs import init_certs
 
     directory = _TMP / "tls"
     init_certs(directory, ["test-node"])

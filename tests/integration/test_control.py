@@ -18,8 +18,9 @@ import pytest
 from cryptography import x509
 from grpc import aio
 
+from rota.control.certs import init_certs, make_node_cert, write_node
 from rota.control.client import ControlClient, RunNotHere, StaleEpoch, WorkerUnreachable
-from rota.control.tls import TlsFiles, init_certs, make_node_cert, write_node
+from rota.control.tls import TlsFiles
 from rota.control.v1 import control_pb2 as pb
 from rota.control.v1 import control_pb2_grpc as pb_grpc
 from rota.domain.states import RunState

@@ -25,6 +25,17 @@ def env_help(text: str, env: str) -> str:
     return f"{text} [env {env}]"
 
 
+def configure_logging() -> None:
+    """Logging for commands that do not load Django (which configures its own)."""
+    import logging
+
+    logging.basicConfig(
+        level=os.environ.get("ROTA_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("nats").setLevel(logging.WARNING)
+
+
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rota.standalone.settings")
     import django

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from rota.control.tls import CLUSTER_NAME, init_certs
+    from rota.control.certs import init_certs
+    from rota.control.tls import CLUSTER_NAME
 
     for d in init_certs(Path(args.dir), args.node):
         print(f"wrote {d / 'tls.crt'}, {d / 'tls.key'}, {d / 'ca.crt'}")

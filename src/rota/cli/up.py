@@ -160,7 +160,7 @@ def handle(args: argparse.Namespace) -> int:
     _secret(data_dir / "secret_key")
     tls_dir = data_dir / "tls"
     if not (tls_dir / "tls.crt").exists():
-        from rota.control.tls import init_certs
+        from rota.control.certs import init_certs
 
         init_certs(tls_dir, ["localhost"])
 

@@ -9,7 +9,9 @@ import logging
 import signal
 
 from rota.cli.base import (
+    CommandError,
     add_common_worker_args,
+    configure_logging,
     env_default,
     env_help,
     run_system_checks,
@@ -42,22 +44,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    setup_django()
-    run_system_checks()
-    from rota.conf import get_settings
-    from rota.worker.daemon import Worker
-
-    settings = get_settings()
-    if args.node_id:
-        settings = dataclasses.replace(settings, node_id=args.node_id)
     roles = {r.strip() for r in args.roles.split(",") if r.strip()}
     unknown = roles - {"execute", "lead"}
     if unknown:
-        from rota.cli.base import CommandError
-
         raise CommandError(
             f"unknown role(s) {', '.join(sorted(unknown))}", hint="use execute, lead or both"
         )
+    if "lead" in roles:
+        setup_django()  # the lead role projects into the database
+        run_system_checks()
+        from rota.conf import get_settings
+
+        settings = get_settings()
+    else:
+        # An execute-only worker needs NATS and its TLS files, no database: it
+        # reads ROTA_* variables only and never loads Django.
+        configure_logging()
+        from rota.conf import SettingsError, build_settings
+
+        try:
+            settings = build_settings()
+        except SettingsError as exc:
+            raise CommandError(str(exc)) from None
+    from rota.worker.daemon import Worker
+
+    if args.node_id:
+        settings = dataclasses.replace(settings, node_id=args.node_id)
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
     worker = Worker(settings, tags=tags, capacity=args.capacity, roles=roles)
 

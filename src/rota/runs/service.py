@@ -19,15 +19,13 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from rota.bus.connection import Bus
-from rota.bus.subjects import pinned_subject, work_subject
-from rota.domain.ids import msg_id, new_run_id
+from rota.domain.ids import new_run_id
 from rota.domain.params import merge_params, validate_params
 from rota.domain.snapshot import RunSnapshot
 from rota.models import JobDefinition, JobRun
+from rota.runs.dispatch import publish_dispatch
 from rota.runs.sqlwriter import sql_writer
-from rota.runs.transitions import RunStore, Versioned
-
-REV_HEADER = "Rota-Rev"
+from rota.runs.transitions import RunStore
 
 
 @dataclass(slots=True)
@@ -136,16 +134,10 @@ class RunService:
         if not snaps:
             return
         versions = await asyncio.gather(*(self.store.create(s) for s in snaps))
-        await asyncio.gather(*(self.publish(v, pinned_to=pinned_to) for v in versions))
-        await sql_writer().mark_dispatched([s.run_id for s in snaps])
-
-    async def publish(self, v: Versioned, *, pinned_to: str | None = None) -> None:
-        subject = pinned_subject(pinned_to) if pinned_to else work_subject(v.snap.tag)
-        await self.bus.js.publish(
-            subject,
-            v.snap.encode(),
-            headers={"Nats-Msg-Id": msg_id(v.snap.run_id, v.snap.attempt), REV_HEADER: str(v.rev)},
+        await asyncio.gather(
+            *(publish_dispatch(self.bus.js, v, pinned_to=pinned_to) for v in versions)
         )
+        await sql_writer().mark_dispatched([s.run_id for s in snaps])
 
 
 def _insert_many(rows: list[JobRun]) -> None:

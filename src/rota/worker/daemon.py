@@ -35,10 +35,10 @@ from rota.bus import subjects
 from rota.bus.connection import Bus, connect
 from rota.conf import RotaSettings
 from rota.control.fence import EpochFence
-from rota.domain.ids import msg_id, new_worker_id
+from rota.domain.ids import new_worker_id
 from rota.domain.snapshot import decode
 from rota.domain.states import RunState
-from rota.runs.service import REV_HEADER
+from rota.runs.dispatch import REV_HEADER, publish_dispatch
 from rota.runs.transitions import RunStore, Versioned
 from rota.worker.executors.base import Executor, Outcome
 
@@ -212,7 +212,7 @@ class Worker:
             released = await self.store.release(act.version)
             act.cancel.set()
             if released is not None and released.snap.state == RunState.ORPHANED:
-                await self._redispatch(released)
+                await publish_dispatch(self.bus.js, released)
         leftover = [a.task for a in self.active.values() if a.task]
         if leftover:
             await asyncio.wait(leftover, timeout=10)
@@ -231,14 +231,6 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self.bus.close()
         log.info("worker %s stopped", self.worker_id)
-
-    async def _redispatch(self, v: Versioned) -> None:
-        assert self.bus is not None
-        await self.bus.js.publish(
-            subjects.work_subject(v.snap.tag),
-            v.snap.encode(),
-            headers={"Nats-Msg-Id": msg_id(v.snap.run_id, v.snap.attempt), REV_HEADER: str(v.rev)},
-        )
 
     # -- what the control plane asks (rota.control.server.ControlledWorker) ----------
 

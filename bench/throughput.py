@@ -39,25 +39,25 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def describe(pid: int) -> str:
+def _cmdline(pid: int) -> str:
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
-        return "?"
-    for key in (
-        "nats-server",
-        "rota server",
-        "rota worker",
-        "rota up",
-        "forkserver",
-        "multiprocessing",
-    ):
+        return ""
+
+
+def describe(pid: int) -> str:
+    cmd = _cmdline(pid)
+    if "resource_tracker" in cmd:
+        return "multiprocessing resource tracker"
+    if "forkserver" in cmd:
+        # Pool children are forked by the forkserver and share its command line.
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return "python pool child" if "forkserver" in _cmdline(ppid) else "python pool forkserver"
+    for key in ("nats-server", "rota server", "rota worker", "rota up"):
         if key in cmd:
-            return {
-                "forkserver": "python pool forkserver",
-                "multiprocessing": "python pool child",
-            }.get(key, key)
-    return cmd[:60]
+            return key
+    return cmd[:60] or "?"
 
 
 def memory_report(label: str, pids: list[int]) -> None:

@@ -245,3 +245,118 @@ def test_doctor_says_what_is_wrong(stack, tmp_path):
     assert f"cannot connect to NATS at nats://127.0.0.1:{dead}" in bad.stdout
     assert "not migrated" in bad.stdout and "rota migrate" in bad.stdout
     assert f"no web server at http://127.0.0.1:{dead}" in bad.stdout
+
+
+def test_http_cancel_of_a_running_command(stack, tmp_path):
+    c = stack.client
+    pidfile = tmp_path / "sleeper.pid"
+    _define(
+        c,
+        "sleeper",
+        kind="command",
+        target="sh",
+        args=["-c", f"echo $$ > {pidfile}; exec sleep 600"],
+    )
+    run_id = c.post("/runs", json={"job": "sleeper"}).json()["run_id"]
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+    t0 = time.monotonic()
+    r = c.post(f"/runs/{run_id}/cancel")
+    assert r.status_code == 200 and r.json()["state"] in ("CANCELLING", "CANCELLED")
+    wait_for(
+        lambda: c.get(f"/runs/{run_id}").json()["state"] == "CANCELLED", timeout=2.0, interval=0.05
+    )
+    assert time.monotonic() - t0 < 2.0
+    assert not _alive(int(pidfile.read_text()))
+    again = c.post(f"/runs/{run_id}/cancel")  # idempotent: a finished run is left as it is
+    assert again.status_code == 200 and again.json()["state"] == "CANCELLED"
+    assert c.post("/runs/01NOSUCHRUN/cancel").status_code == 404
+
+
+def test_cli_pings_a_worker_over_mtls(stack):
+    env = stack.env()
+    listed = subprocess.run(
+        [sys.executable, "-m", "rota", "workers", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    import json
+
+    live = [w for w in json.loads(listed.stdout) if w["state"] in ("IDLE", "RUNNING")]
+    assert live and all(w["grpc_endpoint"].startswith("127.0.0.1:") for w in live)
+    ping = subprocess.run(
+        [sys.executable, "-m", "rota", "workers", "ping", live[0]["worker_id"], "--count", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ping.returncode == 0, ping.stderr
+    assert ping.stdout.count(f"pong from {live[0]['worker_id']}") == 3 and " ms" in ping.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "rota", "workers", "ping", "nobody-1234"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "no worker 'nobody-1234'" in missing.stderr
+
+
+def test_certs_init_makes_a_ca_and_node_certificates(tmp_path):
+    from cryptography import x509
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rota",
+            "certs",
+            "init",
+            "--dir",
+            str(tmp_path),
+            "--node",
+            "worker-a",
+            "--node",
+            "10.0.0.7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    node = x509.load_pem_x509_certificate((tmp_path / "worker-a" / "tls.crt").read_bytes())
+    node.verify_directly_issued_by(ca)
+    names = node.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "worker-a" in names.get_values_for_type(x509.DNSName)
+    assert "rota" in names.get_values_for_type(x509.DNSName)
+    shared = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    ips = [
+        str(i)
+        for i in shared.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.IPAddress)
+    ]
+    assert "10.0.0.7" in ips
+    assert oct((tmp_path / "ca.key").stat().st_mode & 0o777) == "0o600"
+    # A second run keeps the CA, so certificates made earlier stay valid.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rota",
+            "certs",
+            "init",
+            "--dir",
+            str(tmp_path),
+            "--node",
+            "worker-b",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes()) == ca

@@ -17,6 +17,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from rota.domain.states import ContinuationState, RunState
+from rota.domain.workers import Thresholds
+
+_T = Thresholds()
 
 
 def _choices(enum_cls):  # type: ignore[no-untyped-def]
@@ -55,7 +58,9 @@ class JobDefinition(models.Model):
     #: Routing tags: a run goes to the work subject of its tag (the first, unless given).
     tags = models.JSONField(default=list, blank=True)
     timeout_seconds = models.FloatField(null=True, blank=True)
-    max_attempts = models.PositiveIntegerField(default=1)
+    #: Attempts a run may take; a run taken from a lost worker is retried while
+    #: attempts remain, then FAILED with a DLQ record.
+    max_attempts = models.PositiveIntegerField(default=3)
     retry_backoff_seconds = models.FloatField(default=10.0)
     execution_policy = models.CharField(
         max_length=10, choices=ExecutionPolicy.choices, default=ExecutionPolicy.ALLOW
@@ -157,6 +162,8 @@ class JobRun(models.Model):
     exit_code = models.IntegerField(null=True, blank=True)
     error_summary = models.TextField(blank=True)
     log_ref = models.CharField(max_length=300, blank=True)
+    #: Supervision, hand-back, cancel and retry events, oldest first (from the snapshot).
+    events = models.JSONField(default=list, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     scheduled_for = models.DateTimeField(null=True, blank=True)
@@ -227,19 +234,22 @@ class Event(models.Model):
 
 
 class SchedulerSettings(models.Model):
-    """The singleton of runtime thresholds (seed 001 §2.8), edited live from the UI."""
+    """The singleton of runtime thresholds (seed 001 §2.8), edited live from the UI.
+
+    Defaults come from :class:`rota.domain.workers.Thresholds`; the leader copies
+    the row into KV, from which every process picks changes up (no restart)."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
-    continuation_retries = models.PositiveIntegerField(default=3)
-    continuation_interval_seconds = models.FloatField(default=0.3)
-    log_retention_days = models.PositiveIntegerField(default=7)
-    heartbeat_interval_seconds = models.FloatField(default=5.0)
-    heartbeat_ttl_seconds = models.FloatField(default=15.0)
-    leader_lease_seconds = models.FloatField(default=10.0)
-    assign_ahead_seconds = models.FloatField(default=2.0)
-    grpc_timeout_seconds = models.FloatField(default=2.0)
-    grpc_retries = models.PositiveIntegerField(default=2)
-    degrade_cooldown_seconds = models.FloatField(default=30.0)
+    continuation_retries = models.PositiveIntegerField(default=_T.continuation_retries)
+    continuation_interval_seconds = models.FloatField(default=_T.continuation_interval_seconds)
+    log_retention_days = models.PositiveIntegerField(default=_T.log_retention_days)
+    heartbeat_interval_seconds = models.FloatField(default=_T.heartbeat_interval_seconds)
+    heartbeat_ttl_seconds = models.FloatField(default=_T.heartbeat_ttl_seconds)
+    leader_lease_seconds = models.FloatField(default=_T.leader_lease_seconds)
+    assign_ahead_seconds = models.FloatField(default=_T.assign_ahead_seconds)
+    grpc_timeout_seconds = models.FloatField(default=_T.grpc_timeout_seconds)
+    grpc_retries = models.PositiveIntegerField(default=_T.grpc_retries)
+    degrade_cooldown_seconds = models.FloatField(default=_T.degrade_cooldown_seconds)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -249,6 +259,15 @@ class SchedulerSettings(models.Model):
     def load(cls) -> SchedulerSettings:
         obj, _ = cls.objects.get_or_create(pk=1)
         return obj
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds.from_mapping(
+            {
+                f.name: getattr(self, f.name)
+                for f in self._meta.fields
+                if f.name not in ("id", "updated_at")
+            }
+        )
 
 
 class AdminActionLog(models.Model):

@@ -19,7 +19,7 @@ class JobIn(Schema):
     default_params: dict[str, Any] = {}
     description: str = ""
     category: str = ""
-    max_attempts: int = Field(1, ge=1, le=100)
+    max_attempts: int = Field(3, ge=1, le=100)
     execution_policy: Literal["allow", "skip", "queue", "replace"] = "allow"
     subscribed_events: list[str] = []
     enabled: bool = True

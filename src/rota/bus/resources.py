@@ -18,6 +18,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from rota.bus import subjects
 from rota.conf import RotaSettings
+from rota.domain.workers import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,27 @@ def kv_configs(settings: RotaSettings) -> list[KeyValueConfig]:
         KeyValueConfig(
             bucket=subjects.HEARTBEATS_BUCKET,
             history=1,
-            ttl=15.0,
+            # Ages are judged by the entries' server timestamps against the
+            # current TTL setting; the max age only clears long-dead workers.
+            ttl=24 * 3600.0,
             storage=StorageType.FILE,
             replicas=r,
-            description="rota worker heartbeats (max age = heartbeat TTL)",
+            description="rota worker heartbeats",
+        ),
+        KeyValueConfig(
+            bucket=subjects.LEASES_BUCKET,
+            history=1,
+            ttl=Thresholds().leader_lease_seconds,
+            storage=StorageType.FILE,
+            replicas=r,
+            description="rota leader and subleader leases (max age = lease TTL)",
+        ),
+        KeyValueConfig(
+            bucket=subjects.COORD_BUCKET,
+            history=1,
+            storage=StorageType.FILE,
+            replicas=r,
+            description="rota coordination: epoch, settings, operator marks",
         ),
     ]
 

@@ -11,7 +11,13 @@ KV buckets
                   revision for every transition. Its stream ``KV_rota_runs`` is read by
                   the projector's durable consumer ``rota_projector``.
   rota_workers    ``<worker_id>`` → registry entry (JSON), outlives the heartbeat.
-  rota_heartbeats ``<worker_id>`` → heartbeat; bucket max age = heartbeat TTL.
+  rota_heartbeats ``<worker_id>`` → heartbeat, rewritten every heartbeat interval;
+                  its server timestamp is what ages are measured by.
+  rota_leases     ``leader`` and ``subleader.<node>`` → lease holder (JSON); bucket
+                  max age = the lease TTL, so an unrenewed lease disappears.
+  rota_coordination ``epoch`` (leader epoch counter), ``settings`` (thresholds),
+                  ``detached.<worker_id>``, ``hidden.<worker_id>``, ``degrade``,
+                  ``clock`` (a write whose timestamp is the server's now).
 Object stores
   rota_logs       archived run logs (``<run_id>/<attempt>/<stream>``).
 """
@@ -29,6 +35,14 @@ RUNS_BUCKET = "rota_runs"
 WORKERS_BUCKET = "rota_workers"
 HEARTBEATS_BUCKET = "rota_heartbeats"
 LOGS_STORE = "rota_logs"
+LEASES_BUCKET = "rota_leases"
+COORD_BUCKET = "rota_coordination"
+
+LEADER_KEY = "leader"
+EPOCH_KEY = "epoch"
+SETTINGS_KEY = "settings"
+DEGRADE_KEY = "degrade"
+CLOCK_KEY = "clock"
 
 PROJECTOR_CONSUMER = "rota_projector"
 
@@ -48,6 +62,18 @@ def work_consumer(tag: str) -> str:
 
 def dlq_subject(reason: str) -> str:
     return f"{DLQ_PREFIX}.{safe_token(reason)}"
+
+
+def subleader_key(node_id: str) -> str:
+    return f"subleader.{safe_token(node_id)}"
+
+
+def detached_key(worker_id: str) -> str:
+    return f"detached.{safe_token(worker_id)}"
+
+
+def hidden_key(worker_id: str) -> str:
+    return f"hidden.{safe_token(worker_id)}"
 
 
 def run_key(run_id: str) -> str:

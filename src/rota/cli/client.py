@@ -125,7 +125,7 @@ def add_jobs(parser: argparse.ArgumentParser) -> None:
     cr.add_argument("--timeout", type=float)
     cr.add_argument("--tag", action="append", default=[], dest="tags", help="routing tag (repeat)")
     cr.add_argument("--schema", help="parameter JSON Schema: JSON text or @file")
-    cr.add_argument("--max-attempts", type=int, default=1)
+    cr.add_argument("--max-attempts", type=int, default=3)
 
 
 def handle_jobs(args: argparse.Namespace) -> int:

@@ -54,6 +54,9 @@ class RunSnapshot:
     exit_code: int | None = None
     stdout: str = ""
     stderr: str = ""
+    #: What happened to the run besides its plain path (supervision, hand-back,
+    #: cancel, a new attempt): [{"at", "event", "attempt", ...}]. Empty for most runs.
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return orjson.dumps(self)
@@ -91,6 +94,11 @@ def advance(
     new.version = snap.version + 1
     new.updated_at = now
     return new
+
+
+def with_event(snap: RunSnapshot, event: str, *, at: float, **detail: Any) -> list[dict[str, Any]]:
+    """``snap.events`` plus one more (a new list: snapshots are not mutated)."""
+    return [*snap.events, {"at": at, "event": event, "attempt": snap.attempt, **detail}]
 
 
 def tail(text: str, limit: int = OUTPUT_TAIL_BYTES) -> str:

@@ -45,6 +45,7 @@ _COLUMNS = (
     "error_summary",
     "continuation_state",
     "continuation_check_deadline_at",
+    "events",
     *_TIME_FIELDS,
 )
 
@@ -61,6 +62,7 @@ def _row_values(s: RunSnapshot) -> dict[str, Any]:
         "error_summary": s.error_summary,
         "continuation_state": s.continuation_state,
         "continuation_check_deadline_at": _ts(s.continuation_deadline_at),
+        "events": s.events,
         **{f: _ts(getattr(s, f)) for f in _TIME_FIELDS},
     }
 

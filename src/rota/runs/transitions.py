@@ -9,14 +9,16 @@ writes blindly. SQL follows through the projector.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from rota.bus.subjects import run_key
-from rota.domain.snapshot import RunSnapshot, advance, decode, tail
-from rota.domain.states import CLAIMABLE, OWNED, RunState, is_terminal
+from rota.domain.snapshot import RunSnapshot, advance, decode, tail, with_event
+from rota.domain.states import CLAIMABLE, OWNED, ContinuationState, RunState, is_terminal
 from rota.worker.executors.base import Outcome
 
 #: How often a transition re-reads and retries after losing a compare-and-set.
@@ -79,17 +81,23 @@ class RunStore:
             if current.snap.attempt != seen.snap.attempt:
                 return None  # a newer attempt was dispatched; that message will claim it
             now = time.time()
+            attempt = current.snap.attempt + 1
             new = advance(
                 current.snap,
                 RunState.RUNNING,
                 now=now,
-                attempt=current.snap.attempt + 1,
+                attempt=attempt,
                 worker_id=worker_id,
                 assigned_at=now,
                 started_at=now,
                 heartbeat_at=now,
+                finished_at=None,
+                continuation_state=ContinuationState.NONE,
+                continuation_deadline_at=None,
                 leader_epoch=current.snap.leader_epoch if leader_epoch is None else leader_epoch,
             )
+            if attempt > 1:  # a retry: keep the trail of attempts in the run
+                new.events = with_event(new, "CLAIMED", at=now, worker_id=worker_id)
             rev = await self._write(new, current.rev)
             if rev is not None:
                 return Versioned(new, rev)
@@ -150,14 +158,19 @@ class RunStore:
                 target = RunState.CANCELLED
             else:
                 target = RunState.ORPHANED
+            now = time.time()
             new = advance(
                 current.snap,
                 target,
+                now=now,
                 worker_id=None,
                 error_summary="handed back by a stopping worker",
+                events=with_event(
+                    current.snap, "HANDED_BACK", at=now, worker_id=current.snap.worker_id
+                ),
             )
             if target == RunState.CANCELLED:
-                new.finished_at = new.updated_at
+                new.finished_at = now
             rev = await self._write(new, current.rev)
             if rev is not None:
                 return Versioned(new, rev)
@@ -218,3 +231,100 @@ class RunStore:
                 return Versioned(new, rev)
             current = await self.get(seen.snap.run_id)
         return None
+
+    # -- leader side: supervision of runs whose worker went silent -----------------
+
+    async def _update_owned(
+        self, seen: Versioned, build: Callable[[RunSnapshot], RunSnapshot | None]
+    ) -> Versioned | None:
+        """CAS loop over a run still owned by the attempt ``seen`` describes;
+        ``build(current)`` returns the next snapshot, or None to leave it as is."""
+        current: Versioned | None = seen
+        for _ in range(MAX_CAS_RETRIES):
+            if current is None or not self.still_owned(current.snap, seen.snap):
+                return None
+            new = build(current.snap)
+            if new is None:
+                return current
+            rev = await self._write(new, current.rev)
+            if rev is not None:
+                return Versioned(new, rev)
+            current = await self.get(seen.snap.run_id)
+        return None
+
+    async def begin_confirming(
+        self, seen: Versioned, *, deadline: float, epoch: int
+    ) -> Versioned | None:
+        """A silent worker's run: continuation NONE/CONFIRMED → CONFIRMING until
+        ``deadline``. While CONFIRMING the run is never re-dispatched."""
+
+        def build(s: RunSnapshot) -> RunSnapshot | None:
+            if s.continuation_state == ContinuationState.CONFIRMING:
+                return None
+            now = time.time()
+            return advance(
+                s,
+                s.state,
+                now=now,
+                continuation_state=ContinuationState.CONFIRMING,
+                continuation_deadline_at=deadline,
+                leader_epoch=epoch,
+                events=with_event(s, "CONFIRMING", at=now, worker_id=s.worker_id, epoch=epoch),
+            )
+
+        return await self._update_owned(seen, build)
+
+    async def confirmed(self, seen: Versioned, *, epoch: int) -> Versioned | None:
+        """The worker answered that it still runs this attempt: CONFIRMED, it continues."""
+
+        def build(s: RunSnapshot) -> RunSnapshot | None:
+            if s.continuation_state != ContinuationState.CONFIRMING:
+                return None
+            now = time.time()
+            return advance(
+                s,
+                s.state,
+                now=now,
+                continuation_state=ContinuationState.CONFIRMED,
+                continuation_deadline_at=None,
+                leader_epoch=epoch,
+                events=with_event(s, "CONFIRMED", at=now, worker_id=s.worker_id, epoch=epoch),
+            )
+
+        return await self._update_owned(seen, build)
+
+    async def take_away(self, seen: Versioned, *, epoch: int, reason: str) -> Versioned | None:
+        """Unconfirmed past the deadline, or denied by its worker: take the run away.
+
+        RUNNING/ASSIGNED → ORPHANED (dispatched again, attempt + 1) while the job
+        has attempts left, else → FAILED; CANCELLING → CANCELLED (it was being
+        stopped anyway). The caller re-dispatches an ORPHANED result and writes a
+        DLQ record for a FAILED one."""
+
+        def build(s: RunSnapshot) -> RunSnapshot | None:
+            now = time.time()
+            common: dict[str, Any] = {
+                "now": now,
+                "worker_id": None,
+                "continuation_state": ContinuationState.REJECTED,
+                "continuation_deadline_at": None,
+                "leader_epoch": epoch,
+            }
+            if s.state == RunState.CANCELLING:
+                event = with_event(s, "CANCELLED", at=now, reason=reason)
+                return advance(s, RunState.CANCELLED, finished_at=now, events=event, **common)
+            if s.attempt >= s.max_attempts:
+                return advance(
+                    s,
+                    RunState.FAILED,
+                    finished_at=now,
+                    error_summary=f"{reason}; no attempts left ({s.attempt} of {s.max_attempts})",
+                    events=with_event(s, "FAILED", at=now, worker_id=s.worker_id, reason=reason),
+                    **common,
+                )
+            event = with_event(
+                s, "ORPHANED", at=now, worker_id=s.worker_id, reason=reason, epoch=epoch
+            )
+            return advance(s, RunState.ORPHANED, events=event, **common)
+
+        return await self._update_owned(seen, build)

@@ -38,7 +38,9 @@ from rota.control.fence import EpochFence
 from rota.domain.ids import new_worker_id
 from rota.domain.snapshot import decode
 from rota.domain.states import RunState
+from rota.domain.workers import Thresholds, WorkerState
 from rota.runs.dispatch import REV_HEADER, publish_dispatch
+from rota.runs.dlq import dead_letter
 from rota.runs.transitions import RunStore, Versioned
 from rota.worker.executors.base import Executor, Outcome
 
@@ -46,8 +48,6 @@ log = logging.getLogger(__name__)
 
 #: How often a running run's snapshot gets a fresh heartbeat_at.
 RUN_HEARTBEAT_SECONDS = 15.0
-#: How often the worker's own heartbeat is written.
-HEARTBEAT_SECONDS = 5.0
 #: How often snapshots of runs older than this are re-read (cancel, lost ownership).
 WATCH_SECONDS = 1.0
 
@@ -96,6 +96,10 @@ class Worker:
         self.draining = False
         self.detached = False
         self.fence = EpochFence()
+        #: SchedulerSettings as published in KV; defaults until the first arrives.
+        self.thresholds = Thresholds()
+        self.campaign: Any = None
+        self._pull_tasks: list[asyncio.Task] = []
         self.grpc_endpoint = ""
         self._control_enabled = control
         self._control_server: Any = None
@@ -118,29 +122,17 @@ class Worker:
         )
         self.workers_kv = await self.bus.js.key_value(subjects.WORKERS_BUCKET)
         self.heartbeats_kv = await self.bus.js.key_value(subjects.HEARTBEATS_BUCKET)
+        self.leases_kv = await self.bus.js.key_value(subjects.LEASES_BUCKET)
+        self.coord_kv = await self.bus.js.key_value(subjects.COORD_BUCKET)
         if self._control_enabled:
             await self._start_control()
         await self._register("IDLE")
-        if "execute" in self.roles:
-            for tag in self.tags:
-                sub = await self._work_subscription(
-                    subjects.work_subject(tag), subjects.work_consumer(tag)
-                )
-                self._spawn(self._pull_loop(sub, share=len(self.tags)))
-            pinned = await self._work_subscription(
-                subjects.pinned_subject(self.worker_id),
-                f"pin_{subjects.safe_token(self.worker_id)}",
-            )
-            self._spawn(self._pull_loop(pinned, share=0))
+        await self._start_pulling()
         self._spawn(self._heartbeat_loop())
         self._spawn(self._watch_loop())
+        self._spawn(self._settings_loop())
         if "lead" in self.roles:
-            from rota.leader.projector import Projector
-            from rota.leader.reconciler import Reconciler
-            from rota.runs.service import RunService
-
-            self._spawn(Projector(self.bus).run(self.stopped))
-            self._spawn(Reconciler(RunService(self.bus)).run(self.stopped))
+            self._start_campaign()
         log.info(
             "worker %s started: tags=%s capacity=%d roles=%s control=%s",
             self.worker_id,
@@ -149,6 +141,48 @@ class Worker:
             sorted(self.roles),
             self.grpc_endpoint or "off",
         )
+
+    async def _start_pulling(self) -> None:
+        if "execute" not in self.roles:
+            return
+        for tag in self.tags:
+            sub = await self._work_subscription(
+                subjects.work_subject(tag), subjects.work_consumer(tag)
+            )
+            self._pull_tasks.append(asyncio.create_task(self._pull_loop(sub, share=len(self.tags))))
+        pinned = await self._work_subscription(
+            subjects.pinned_subject(self.worker_id), f"pin_{subjects.safe_token(self.worker_id)}"
+        )
+        self._pull_tasks.append(asyncio.create_task(self._pull_loop(pinned, share=0)))
+
+    def _start_campaign(self) -> None:
+        from rota.coordination.election import Campaign
+        from rota.leader.duties import start_leader_duties
+
+        assert self.bus is not None
+        bus = self.bus
+
+        async def start_duties(epoch: int):  # type: ignore[no-untyped-def]
+            self.fence.admit(epoch)  # our own control server follows our epoch too
+            return await start_leader_duties(
+                bus,
+                self.settings,
+                epoch=epoch,
+                thresholds=lambda: self.thresholds,
+                on_failure=lambda: self.campaign.duties_failed(),
+            )
+
+        self.campaign = Campaign(
+            leases=self.leases_kv,
+            coord=self.coord_kv,
+            worker_id=lambda: self.worker_id,
+            node_id=self.settings.node_id,
+            thresholds=lambda: self.thresholds,
+            start_duties=start_duties,
+            eligible=lambda: not self.detached and not self._shutdown_started,
+        )
+        self._campaign_stop = asyncio.Event()
+        self._spawn(self.campaign.run(self._campaign_stop))
 
     async def _start_control(self) -> None:
         from rota.control.server import start_control_server
@@ -197,6 +231,11 @@ class Worker:
             return
         self._shutdown_started = True
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        if self.campaign is not None:
+            # Leadership goes first, so a standby takes over while we drain.
+            self._campaign_stop.set()
+            with contextlib.suppress(Exception):
+                await self.campaign.step_down(cooldown=False)
         self.stop_pulling.set()
         self._slot_freed.set()
         await self._register("DRAINING")
@@ -219,9 +258,9 @@ class Worker:
         self.stopped.set()
         if self._control_server is not None:
             await self._control_server.stop(grace=1.0)
-        for t in self._tasks:
+        for t in self._tasks + self._pull_tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._pull_tasks, return_exceptions=True)
         for ex in self.executors.values():
             with contextlib.suppress(Exception):
                 await ex.close()
@@ -252,7 +291,7 @@ class Worker:
                 }
                 for run_id, a in self.active.items()
             ],
-            "draining": self.draining or self._shutdown_started,
+            "draining": self.draining or self._shutdown_started or self.detached,
             "detached": self.detached,
             "started_at": self.started_at,
             "grpc_endpoint": self.grpc_endpoint,
@@ -307,7 +346,7 @@ class Worker:
             return False, act.version.snap.state if act else "", 0.0
         return True, act.version.snap.state, act.version.snap.heartbeat_at or 0.0
 
-    # -- registry --------------------------------------------------------------------
+    # -- registry, heartbeats, operator marks, settings ------------------------------
 
     def registry_entry(self, state: str) -> dict:
         return {
@@ -323,8 +362,11 @@ class Worker:
             "state": state,
             "grpc_endpoint": self.grpc_endpoint,
             "draining": self.draining,
+            "detached": self.detached,
+            "leader": bool(self.campaign and self.campaign.is_leader),
+            "subleader": bool(self.campaign and self.campaign.is_subleader),
             "started_at": self.started_at,
-            "stopped_at": time.time() if state == "STOPPED_GRACEFUL" else None,
+            "stopped_at": time.time() if state == WorkerState.STOPPED_GRACEFUL else None,
             "completed": self.completed,
         }
 
@@ -332,9 +374,9 @@ class Worker:
         await self.workers_kv.put(self.worker_id, orjson.dumps(self.registry_entry(state)))
 
     def _state(self) -> str:
-        if self.draining or self.stop_pulling.is_set():
-            return "DRAINING"
-        return "RUNNING" if self.active else "IDLE"
+        if self.draining or self.detached or self.stop_pulling.is_set():
+            return WorkerState.DRAINING
+        return WorkerState.RUNNING if self.active else WorkerState.IDLE
 
     async def _heartbeat_loop(self) -> None:
         last_run_beat = time.monotonic()
@@ -343,6 +385,7 @@ class Worker:
                 await self.heartbeats_kv.put(
                     self.worker_id, orjson.dumps({"load": len(self.active)})
                 )
+                await self._follow_marks()
                 if not self._shutdown_started:
                     await self._register(self._state())
                 if time.monotonic() - last_run_beat >= RUN_HEARTBEAT_SECONDS:
@@ -352,8 +395,58 @@ class Worker:
                 raise
             except Exception:
                 log.exception("heartbeat failed")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), HEARTBEAT_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.stopped.wait(), self.thresholds.heartbeat_interval_seconds
+                )
+
+    async def _follow_marks(self) -> None:
+        """Detach and undock are marks an operator puts in KV; follow them."""
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await self.coord_kv.get(subjects.detached_key(self.worker_id))
+            marked = bool(entry.value)
+        except KeyNotFoundError:
+            marked = False
+        if marked and not self.detached:
+            log.warning("worker %s detached by an operator: taking no new work", self.worker_id)
+            self.detached = True
+            self.stop_pulling.set()
+            self._slot_freed.set()
+        elif self.detached and not marked and not self._shutdown_started:
+            await self._rejoin()
+
+    async def _rejoin(self) -> None:
+        """Undocked: say goodbye under the old id and come back under a new one."""
+        old = self.worker_id
+        await self._register(WorkerState.STOPPED_GRACEFUL)
+        for task in self._pull_tasks:
+            task.cancel()
+        await asyncio.gather(*self._pull_tasks, return_exceptions=True)
+        self._pull_tasks.clear()
+        self.worker_id = new_worker_id(self.settings.node_id)
+        self.detached = self.draining = False
+        self.stop_pulling.clear()
+        self.started_at = time.time()
+        await self._register(self._state())
+        await self._start_pulling()
+        log.warning("worker %s undocked: rejoined as %s", old, self.worker_id)
+
+    async def _settings_loop(self) -> None:
+        """Follow the thresholds the leader publishes (SchedulerSettings, live)."""
+        watcher = await self.coord_kv.watch(subjects.SETTINGS_KEY)
+        try:
+            async for entry in watcher:
+                if entry is None or not entry.value:
+                    continue
+                try:
+                    self.thresholds = Thresholds.from_mapping(orjson.loads(entry.value))
+                except (ValueError, TypeError):
+                    log.warning("ignoring unreadable settings in KV")
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
 
     async def _beat_runs(self) -> None:
         """Refresh heartbeat_at of long runs; notice a cancel or a lost run on the way."""
@@ -444,8 +537,21 @@ class Worker:
         try:
             snap = decode(msg.data)
             rev = int(msg.headers[REV_HEADER])
-        except Exception:
+        except Exception as exc:
             log.warning("dropping undecodable dispatch message on %s", msg.subject)
+            assert self.bus is not None
+            deliveries = msg.metadata.num_delivered if msg.metadata else None
+            await dead_letter(
+                self.bus.js,
+                "invalid_payload",
+                error=f"{type(exc).__name__}: {exc}",
+                worker_id=self.worker_id,
+                delivery_count=deliveries,
+                extra={
+                    "subject": msg.subject,
+                    "payload": msg.data[:1000].decode("utf-8", "replace"),
+                },
+            )
             await msg.term()
             return
         claimed = await self.store.claim(Versioned(snap, rev), self.worker_id)
@@ -468,6 +574,14 @@ class Worker:
                 outcome = Outcome(
                     RunState.FAILED,
                     error_summary=f"this worker has no executor for kind {snap.kind!r}",
+                )
+                assert self.bus is not None
+                await dead_letter(
+                    self.bus.js,
+                    "unknown_kind",
+                    snap=snap,
+                    error=outcome.error_summary,
+                    worker_id=self.worker_id,
                 )
             else:
                 try:

@@ -40,6 +40,13 @@ api = NinjaAPI(
     openapi_url="/openapi.json",
 )
 
+
+def _routers() -> None:
+    from rota.api.workers import router as workers_router
+
+    api.add_router("", workers_router)
+
+
 _ERRORS = {404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}
 
 
@@ -441,3 +448,6 @@ async def list_runs(  # type: ignore[no-untyped-def]
         "items": [run_from_row(r, logs.get(r.id)) for r in rows],
         "next_cursor": _encode_cursor(rows[-1].id) if more else None,
     }
+
+
+_routers()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from types import SimpleNamespace
 
-from rota.cli import certs, client, doctor, migrate, server, up, worker, workers
+from rota.cli import certs, client, doctor, leader, migrate, server, up, worker, workers
 from rota.cli.base import CommandError
 from rota.errors import RotaError
 
@@ -17,6 +17,7 @@ COMMANDS = {
     "migrate": migrate,
     "certs": certs,
     "workers": workers,
+    "leader": leader,
     "doctor": doctor,
     "jobs": SimpleNamespace(
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs

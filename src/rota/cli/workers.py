@@ -13,16 +13,68 @@ help = "list workers; ping or query one over the control plane"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="workers_cmd", required=True)
-    ls = sub.add_parser("list", help="workers in the registry")
-    ls.add_argument("--json", action="store_true")
+    from rota.cli.client import add_api_args
+
+    add_api_args(parser)
+    parser.add_argument("--all", action="store_true", help="also stopped and lost workers")
+    parser.add_argument("--include-hidden", action="store_true")
+    sub = parser.add_subparsers(dest="workers_cmd")
+    ls = sub.add_parser("list", help="workers and their states (the default)")
+    add_api_args(ls)
+    ls.add_argument("--all", action="store_true", help="also stopped and lost workers")
+    ls.add_argument("--include-hidden", action="store_true")
+    for name, text in (
+        ("drain", "finish current runs, take no more"),
+        ("detach", "cut a worker off; its runs go through supervision"),
+        ("undock", "clear the detach mark; the worker rejoins under a new id"),
+        ("hide", "hide a worker from lists"),
+        ("show", "list a hidden worker again"),
+    ):
+        op = sub.add_parser(name, help=text)
+        add_api_args(op)
+        op.add_argument("worker_id")
     ping = sub.add_parser("ping", help="Ping a worker over mTLS and print the round trip")
     ping.add_argument("worker_id")
     ping.add_argument("--count", type=int, default=1)
-    st = sub.add_parser("status", help="GetStatus of a worker")
+    st = sub.add_parser("status", help="GetStatus of a worker over mTLS")
     st.add_argument("worker_id")
-    dr = sub.add_parser("drain", help="tell a worker to take no new work")
-    dr.add_argument("worker_id")
+
+
+WORKER_COLUMNS = [
+    "worker_id",
+    "node_id",
+    "state",
+    "load",
+    "capacity",
+    "tags",
+    "leader",
+    "grpc_endpoint",
+]
+
+
+def _api_command(args: argparse.Namespace) -> int:
+    from rota.cli.client import Api, emit
+
+    api = Api(args)
+    cmd = args.workers_cmd or "list"
+    if cmd == "list":
+        params = {
+            "scope": "all" if args.all else "active",
+            "include_hidden": str(args.include_hidden).lower(),
+        }
+        emit(args, api.call("GET", "/workers", params=params)["items"], WORKER_COLUMNS)
+    elif cmd in ("hide", "show"):
+        emit(
+            args,
+            api.call("PATCH", f"/workers/{args.worker_id}", json={"hidden": cmd == "hide"}),
+            WORKER_COLUMNS,
+        )
+    elif cmd == "drain":
+        r = api.call("POST", f"/workers/{args.worker_id}/drain")
+        print(f"{args.worker_id} is draining; {r['running']} run(s) still going")
+    else:
+        emit(args, api.call("POST", f"/workers/{args.worker_id}/{cmd}"), WORKER_COLUMNS)
+    return 0
 
 
 async def registry() -> dict[str, dict[str, Any]]:
@@ -72,26 +124,15 @@ def control_client():  # type: ignore[no-untyped-def]
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.workers_cmd not in ("ping", "status"):
+        return _api_command(args)
     setup_django()
-    return asyncio.run(_handle(args))
+    return asyncio.run(_control(args))
 
 
-async def _handle(args: argparse.Namespace) -> int:
-    from rota.cli.client import table
+async def _control(args: argparse.Namespace) -> int:
     from rota.control.client import ControlError
 
-    if args.workers_cmd == "list":
-        entries = list((await registry()).values())
-        if args.json:
-            print(json.dumps(entries, indent=2))
-        else:
-            print(
-                table(
-                    entries,
-                    ["worker_id", "node_id", "state", "load", "capacity", "tags", "grpc_endpoint"],
-                )
-            )
-        return 0
     endpoint = await endpoint_of(args.worker_id)
     client = control_client()
     try:
@@ -99,15 +140,13 @@ async def _handle(args: argparse.Namespace) -> int:
             for _ in range(args.count):
                 reply, rtt = await client.ping(endpoint)
                 print(
-                    f"pong from {reply.worker_id} at {endpoint}: {rtt * 1000:.2f} ms (highest epoch {reply.highest_epoch})"
+                    f"pong from {reply.worker_id} at {endpoint}: {rtt * 1000:.2f} ms"
+                    f" (highest epoch {reply.highest_epoch})"
                 )
-        elif args.workers_cmd == "status":
+        else:
             from google.protobuf.json_format import MessageToDict
 
             print(json.dumps(MessageToDict(await client.status(endpoint)), indent=2))
-        elif args.workers_cmd == "drain":
-            reply = await client.drain(endpoint)
-            print(f"{args.worker_id} is draining; {reply.running} run(s) still going")
     except ControlError as exc:
         raise CommandError(
             str(exc), hint="is the worker running, and are ROTA_TLS_DIR's certificates from its CA?"

@@ -489,3 +489,26 @@ if __name__ == "__main__":
     assert out.returncode == 0, out.stderr
     assert "ROTA_API_TOKEN SUCCEEDED None" in out.stdout
     assert "ROTA_NODE_ID SUCCEEDED visible-node" in out.stdout
+
+
+def test_command_run_dies_with_a_killed_worker(tmp_path) -> None:
+    pidfile = tmp_path / "pid"
+    script = f"""
+import asyncio, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from rota.worker.executors.command import CommandExecutor
+from tests.integration.test_executors import snap
+asyncio.run(CommandExecutor().run(snap("command", "sh", "-c", "echo $$ > {pidfile}; exec sleep 60"), asyncio.Event()))
+"""
+    worker = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    job = int(pidfile.read_text())
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 5
+    while not gone(job):
+        assert time.monotonic() < deadline, "the run outlived its killed worker"
+        time.sleep(0.05)

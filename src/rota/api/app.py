@@ -124,6 +124,7 @@ def run_from_snapshot(s: RunSnapshot, row: JobRun | None = None) -> dict[str, An
         "heartbeat_at": _dt(s.heartbeat_at),
         "updated_at": _dt(s.updated_at),
         "log_ref": row.log_ref if row else "",
+        "events": s.events,
     }
 
 
@@ -158,6 +159,7 @@ def run_from_row(r: JobRun, logs: dict[str, str] | None = None) -> dict[str, Any
         "heartbeat_at": r.heartbeat_at,
         "updated_at": r.updated_at,
         "log_ref": r.log_ref,
+        "events": r.events,
     }
 
 

@@ -81,6 +81,8 @@ class RunOut(Schema):
     heartbeat_at: datetime | None = None
     updated_at: datetime
     log_ref: str = ""
+    #: Supervision, hand-back, cancel and retry events, oldest first.
+    events: list[dict[str, Any]] = []
 
 
 class RunPage(Schema):

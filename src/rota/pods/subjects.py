@@ -10,11 +10,15 @@ empty part is ``=``. So ``work.queue`` → ``rota.topic.work.queue``, ``a b.c`` 
 one, never produces wildcards, and is also a valid KV key.
 
 Subjects
-  rota.topic.<topic>                    messages of a topic. Headers: Rota-Task (the
-                                        publishing task, encoded), reply = where a
-                                        ``.result`` goes.
-  rota.pods.reply.<host>.<pod_id>       ``.result`` replies for one pod instance.
-                                        Header Rota-Topic: the result's topic, encoded.
+  rota.topic.<topic>                    messages of a topic. Reply subject: where a
+                                        ``.result`` goes (a pod's, below, or a
+                                        client's ``_INBOX``).
+  rota.pods.reply.<host>.<task>.<pod_id>
+                                        ``.result`` replies for one pod instance; as
+                                        the reply subject of what a pod publishes it
+                                        also names the publishing task (a task never
+                                        receives its own messages). Header
+                                        Rota-Topic: the result's topic, encoded.
   rota.pods.status                      request; every pod host answers with its
                                         status (JSON).
 Queue groups
@@ -36,9 +40,6 @@ REPLY_PREFIX = "rota.pods.reply"
 STATUS_SUBJECT = "rota.pods.status"
 LATEST_BUCKET = "rota_topics"
 
-#: Header naming the task whose pod published a message (a task never receives
-#: its own messages).
-TASK_HEADER = "Rota-Task"
 #: Header of a reply naming the topic it answers on (``T.result``).
 TOPIC_HEADER = "Rota-Topic"
 
@@ -99,9 +100,21 @@ def reply_prefix(host_id: str) -> str:
     return f"{REPLY_PREFIX}.{escape_token(host_id)}"
 
 
-def reply_subject(host_id: str, pod_id: str) -> str:
-    """Where ``.result`` replies for pod ``pod_id`` on host ``host_id`` go."""
-    return f"{reply_prefix(host_id)}.{escape_token(pod_id)}"
+def reply_subject(host_id: str, task: str, pod_id: str) -> str:
+    """Where ``.result`` replies for pod ``pod_id`` of ``task`` on host ``host_id`` go."""
+    return f"{reply_prefix(host_id)}.{escape_token(task)}.{escape_token(pod_id)}"
+
+
+_REPLY_START = REPLY_PREFIX + "."
+
+
+def task_of_reply(reply: str) -> str | None:
+    """The (escaped) task token of a pod's reply subject; ``None`` for any other
+    subject (a client's inbox)."""
+    if not reply.startswith(_REPLY_START):
+        return None
+    parts = reply.split(".")
+    return parts[4] if len(parts) == 6 else None
 
 
 def latest_subject(topic: str) -> str:

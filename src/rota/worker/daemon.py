@@ -126,7 +126,8 @@ class Worker:
         self.coord_kv = await self.bus.js.key_value(subjects.COORD_BUCKET)
         if self._control_enabled:
             await self._start_control()
-        await self._register("IDLE")
+        await self._beat()
+        await self._register(WorkerState.IDLE)
         await self._start_pulling()
         self._spawn(self._heartbeat_loop())
         self._spawn(self._watch_loop())
@@ -373,6 +374,9 @@ class Worker:
     async def _register(self, state: str) -> None:
         await self.workers_kv.put(self.worker_id, orjson.dumps(self.registry_entry(state)))
 
+    async def _beat(self) -> None:
+        await self.heartbeats_kv.put(self.worker_id, orjson.dumps({"load": len(self.active)}))
+
     def _state(self) -> str:
         if self.draining or self.detached or self.stop_pulling.is_set():
             return WorkerState.DRAINING
@@ -382,9 +386,7 @@ class Worker:
         last_run_beat = time.monotonic()
         while not self.stopped.is_set():
             try:
-                await self.heartbeats_kv.put(
-                    self.worker_id, orjson.dumps({"load": len(self.active)})
-                )
+                await self._beat()
                 await self._follow_marks()
                 if not self._shutdown_started:
                     await self._register(self._state())
@@ -429,6 +431,7 @@ class Worker:
         self.detached = self.draining = False
         self.stop_pulling.clear()
         self.started_at = time.time()
+        await self._beat()
         await self._register(self._state())
         await self._start_pulling()
         log.warning("worker %s undocked: rejoined as %s", old, self.worker_id)

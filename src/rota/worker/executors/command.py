@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,19 @@ SUMMARY_LIMIT = 500
 #: How long to wait for the output pipes once the process group is gone. A
 #: process that escaped the group (its own ``setsid``) can hold them open forever.
 _DRAIN_GRACE = 1.0
+
+
+_libc_prctl = None
+if sys.platform.startswith("linux"):
+    import ctypes
+
+    # Resolved once, in the parent: the child between fork and exec only calls it.
+    _libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_worker() -> None:
+    if _libc_prctl is not None:
+        _libc_prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def params_to_argv(params: Mapping[str, Any]) -> list[str]:
@@ -106,6 +120,9 @@ class CommandExecutor:
                 stderr=subprocess.PIPE,
                 env=env,
                 start_new_session=True,
+                # A run must not outlive a worker that was killed: its copy would
+                # go on beside the attempt the leader dispatches again.
+                preexec_fn=_die_with_worker,
             )
         except FileNotFoundError:
             return Outcome(

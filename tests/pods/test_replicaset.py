@@ -40,7 +40,7 @@ async def test_a_pod_that_exits_at_once_is_restarted_with_growing_delays(
 
 async def test_a_missing_command_is_a_clear_error_and_keeps_being_retried(start_host) -> None:
     text = task_toml("ghost", "echo_pod.py").replace(
-        X', 'command = "/nonexistent/rota-no-such-command"'
+        f'command = "{sys.executable}"', 'command = "/nonexistent/rota-no-such-command"'
     )
     host = await start_host(text)
 

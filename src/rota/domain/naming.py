@@ -25,6 +25,7 @@ the same params and frequency get the same name.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -90,7 +91,11 @@ def frequency_word(cron_or_structured: str | Mapping[str, Any]) -> str:
 
 def _canonical(value: Any) -> bytes:
     # JSON, not ==: True == 1 == 1.0 in Python but they are different params.
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        # Integers past 64 bits (Python's JSON parser keeps them): slower, same idea.
+        return json.dumps(value, sort_keys=True, default=repr).encode()
 
 
 def distinguishing_keys(

@@ -77,6 +77,8 @@ async def hosts_status(bus: Bus, *, timeout: float = 1.0) -> list[dict[str, Any]
     answers: list[dict[str, Any]] = []
 
     async def collect(msg: Any) -> None:
+        if msg.headers and msg.headers.get("Status"):
+            return  # "503 no responders": no pod host runs at all
         answers.append(orjson.loads(msg.data))
 
     sub = await nc.subscribe(inbox, cb=collect)

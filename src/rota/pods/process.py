@@ -182,9 +182,8 @@ async def spawn_process(
             f"task {spec.name!r}: cannot start {spec.command}: {exc.strerror or exc}"
         ) from None
     proto.pid = transport.get_pid()
-    stdin = transport.get_pipe_transport(0)
-    assert isinstance(stdin, asyncio.WriteTransport)
-    proto._stdin = stdin
+    # Not an isinstance check: uvloop's pipe transports do not subclass asyncio's.
+    proto._stdin = transport.get_pipe_transport(0)  # type: ignore[assignment]
     return proto
 
 

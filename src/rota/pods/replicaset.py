@@ -118,6 +118,9 @@ class ReplicaSetController:
                 # Loud on the first failure, quieter while it keeps failing.
                 level = logging.ERROR if slot.failures == 0 else logging.DEBUG
                 log.log(level, "%s (retrying with backoff)", exc)
+            except Exception as exc:  # a bug in rota: still never a dead slot
+                slot.last_error = f"cannot start: {exc!r}"
+                log.exception("task %s: cannot start a pod (retrying with backoff)", spec.name)
             else:
                 slot.pod, slot.state = pod, "running"
                 slot.started_at = self.clock()

@@ -33,27 +33,16 @@ class Cluster:
     def add_worker(self, node: str, tags: str = "default") -> subprocess.Popen:
         self.n += 1
         env = {**self.stack.env(), "PYTHONPATH": str(ROOT)}
-        log = open(self.tmp / f"worker-{self.n}.log", "ab")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rota",
-                "worker",
-                "--node-id",
-                node,
-                "--tags",
-                tags,
-                "--capacity",
-                "4",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.tmp,
-            start_new_session=True,
-        )
-        log.close()
+        argv = [sys.executable, "-m", "rota", "worker", "--node-id", node, "--tags", tags]
+        with open(self.tmp / f"worker-{self.n}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [*argv, "--capacity", "4"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+                start_new_session=True,
+            )
         self.procs[str(proc.pid)] = proc
         return proc
 

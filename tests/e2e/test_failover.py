@@ -328,3 +328,112 @@ def test_detach_degrade_and_undock_are_audited(cluster, tmp_path):
     db = sqlite3.connect(cluster.stack.data_dir / "rota.sqlite3")
     actions = [row[0] for row in db.execute("select action from rota_adminactionlog order by id")]
     assert actions == ["worker.detach", "worker.undock", "leader.degrade"]
+
+
+def test_settings_reach_every_worker_within_two_seconds(cluster):
+    c = cluster.stack.client
+    bad = c.patch("/settings", json={"heartbeat_ttl_seconds": 0.5})
+    assert bad.status_code == 422 and "heartbeat_ttl_seconds" in bad.text
+    assert c.patch("/settings", json={"continuation_retries": -1}).status_code == 422
+    t0 = time.monotonic()
+    r = c.patch("/settings", json={"continuation_retries": 5, "grpc_timeout_seconds": 0.8})
+    assert r.status_code == 200 and r.json()["continuation_retries"] == 5
+
+    def everyone_follows():
+        live = cluster.workers("active")
+        return live and all(w["thresholds"]["continuation_retries"] == 5 for w in live)
+
+    wait_for(everyone_follows, timeout=5, interval=0.05)
+    print(f"\nsettings reached every worker in {time.monotonic() - t0:.2f}s")
+    assert time.monotonic() - t0 < 2.0 + 1.0  # + one heartbeat for the registry to show it
+    assert c.get("/settings").json()["grpc_timeout_seconds"] == 0.8
+
+
+def test_history_under_random_sigkills(cluster, tmp_path):
+    """200 runs while 10 SIGKILLs hit random workers (leaders included), each
+    replaced at once. Every run ends in exactly one terminal state, and no two
+    attempts of a run ever overlap unless the earlier one's worker was killed."""
+    import random
+
+    rng = random.Random(7)
+    log = tmp_path / "history"
+    script = (
+        "import os,sys,time\n"
+        "p=os.environ['ROTA_RUN_ID']+' '+os.environ['ROTA_ATTEMPT']\n"
+        f"open({str(log)!r},'a').write(f'start {{p}} {{time.time()}}\\n')\n"
+        "time.sleep(float(sys.argv[-1]))\n"
+        f"open({str(log)!r},'a').write(f'end {{p}} {{time.time()}}\\n')\n"
+    )
+    r = cluster.stack.client.post(
+        "/jobs",
+        json={
+            "name": "chaos",
+            "kind": "command",
+            "target": sys.executable,
+            "args": ["-c", script],
+            "max_attempts": 8,
+            "params_schema": {"type": "object", "properties": {"s": {"type": "number"}}},
+        },
+    )
+    assert r.status_code == 201, r.text
+    # A param becomes "--s 0.7"; the script reads the last argv item.
+    run_ids = [
+        cluster.stack.client.post(
+            "/runs", json={"job": "chaos", "params": {"s": round(rng.uniform(0.2, 1.5), 2)}}
+        ).json()["run_id"]
+        for _ in range(200)
+    ]
+    t0 = time.monotonic()
+    kills = []
+    for _ in range(10):
+        time.sleep(rng.uniform(1.0, 2.5))
+        live = [p for p in cluster.procs.values() if p.poll() is None]
+        victim = rng.choice(live)
+        node = next((w["node_id"] for w in cluster.workers() if w["pid"] == victim.pid), "n1")
+        victim.kill()
+        victim.wait()
+        kills.append(time.monotonic() - t0)
+        cluster.add_worker(node)
+
+    terminal = {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "SKIPPED"}
+
+    def all_done():
+        items = cluster.stack.client.get("/runs", params={"job": "chaos", "limit": 500}).json()[
+            "items"
+        ]
+        return len(items) == 200 and all(i["state"] in terminal for i in items) and items
+
+    items = wait_for(all_done, timeout=180, interval=0.5)
+    elapsed = time.monotonic() - t0
+    states = {}
+    for i in items:
+        states[i["state"]] = states.get(i["state"], 0) + 1
+        live = cluster.run(i["run_id"])
+        assert live["state"] == i["state"], (live, i)  # SQL and the live snapshot agree
+        if i["state"] != "SUCCEEDED":
+            assert i["state"] == "FAILED" and "no attempts left" in i["error_summary"], i
+    assert sorted(i["run_id"] for i in items) == sorted(run_ids)
+
+    starts, ends = {}, {}
+    for line in log.read_text().splitlines():
+        kind, run_id, attempt, ts = line.split()
+        key = (run_id, int(attempt))
+        target = starts if kind == "start" else ends
+        assert key not in target, f"attempt {key} {kind}ed twice"
+        target[key] = float(ts)
+    overlaps_across_death = 0
+    for (run_id, attempt), begun in starts.items():
+        earlier = (run_id, attempt - 1)
+        if earlier in starts:
+            if earlier in ends:
+                assert begun >= ends[earlier], (
+                    f"attempts {attempt - 1} and {attempt} of {run_id} overlapped"
+                )
+            else:
+                overlaps_across_death += 1  # the earlier attempt's worker was killed
+    retried = sum(1 for i in items if i["attempt"] > 1)
+    print(
+        f"\nhistory: 200 runs, {len(kills)} SIGKILLs, states {states}, {retried} runs retried, "
+        f"max attempt {max(i['attempt'] for i in items)}, {overlaps_across_death} attempts after a killed one, "
+        f"all terminal after {elapsed:.1f}s"
+    )

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import eventually
-from tests.integration.test_executors import gone
+from tests.integration.test_executors import gone, wait_gone
 from tests.pods.conftest import all_idle, task_toml
 
 
@@ -82,5 +82,6 @@ async def test_stop_sends_sigterm_then_sigkill_to_the_whole_group(
     started = time.monotonic()
     await host.stop()
     assert time.monotonic() - started < 3
-    assert gone(leader) and gone(child)
+    # SIGKILL is delivered asynchronously: give the kernel a moment.
+    assert await wait_gone(leader, 1.0) and await wait_gone(child, 1.0)
     assert task_of(host, "stubborn")["instances"][0]["state"] == "stopped"

@@ -42,9 +42,11 @@ api = NinjaAPI(
 
 
 def _routers() -> None:
+    from rota.api.settings import router as settings_router
     from rota.api.workers import router as workers_router
 
     api.add_router("", workers_router)
+    api.add_router("", settings_router)
 
 
 _ERRORS = {404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}

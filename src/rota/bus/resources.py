@@ -145,3 +145,11 @@ async def ensure_resources(js: JetStreamContext, settings: RotaSettings) -> dict
             outcome[oc.bucket] = "created"
     log.info("nats resources: %s", outcome)
     return outcome
+
+
+async def set_lease_ttl(js: JetStreamContext, seconds: float) -> None:
+    """Make the lease bucket's max age follow the lease TTL setting."""
+    info = await js.stream_info(f"KV_{subjects.LEASES_BUCKET}")
+    if info.config.max_age != seconds:
+        info.config.max_age = seconds
+        await js.update_stream(info.config)

@@ -117,9 +117,10 @@ def distinguishing_keys(
 def _value_part(key: str, value: Any) -> str:
     if value is None:
         return ""
+    key_part = slug(key) or "param"
     if isinstance(value, bool):
         # "true"/"false" say nothing alone; the key does.
-        return slug(key) if value else f"no_{slug(key)}"
+        return key_part if value else f"no_{key_part}"
     if isinstance(value, Mapping):
         text = "_".join(_value_part(str(k), value[k]) for k in sorted(value, key=str))
     elif isinstance(value, list | tuple):
@@ -130,7 +131,7 @@ def _value_part(key: str, value: Any) -> str:
     if not part and text.strip():
         # Nothing ASCII to show (e.g. a Japanese market name): the key and a
         # short hash still tell schedules apart.
-        part = f"{slug(key) or 'param'}_{hashlib.sha256(_canonical(value)).hexdigest()[:6]}"
+        part = f"{key_part}_{hashlib.sha256(_canonical(value)).hexdigest()[:6]}"
     return part[:_MAX_VALUE_LENGTH].strip("_")
 
 
@@ -154,7 +155,7 @@ def schedule_name(
     values = [
         _value_part(str(k), params[k]) for k in distinguishing_keys(params, other_schedules_params)
     ]
-    param_info = "_".join(v for v in values if v)
+    param_info = slug("_".join(values))
     room = MAX_NAME_LENGTH - len(job) - len(frequency) - 2
     if len(param_info) > room:
         # Keep the ends readable and different params distinct: cut, then a hash.

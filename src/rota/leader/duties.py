@@ -13,6 +13,7 @@ import orjson
 
 from rota.bus import subjects
 from rota.bus.connection import Bus
+from rota.bus.resources import set_lease_ttl
 from rota.conf import RotaSettings
 from rota.coordination.mirror import KvMirror
 from rota.domain.workers import Thresholds
@@ -88,6 +89,7 @@ async def start_leader_duties(
                 current, updated = await sql_writer().call(_load_thresholds)
                 if updated != last:
                     await publish_thresholds(bus, current)
+                    await set_lease_ttl(bus.js, current.leader_lease_seconds)
                     last = updated
             except Exception:
                 log.warning("publishing settings failed", exc_info=True)

@@ -369,6 +369,8 @@ class Worker:
             "started_at": self.started_at,
             "stopped_at": time.time() if state == WorkerState.STOPPED_GRACEFUL else None,
             "completed": self.completed,
+            # What this worker follows now: shows a settings change has arrived.
+            "thresholds": self.thresholds.as_dict(),
         }
 
     async def _register(self, state: str) -> None:

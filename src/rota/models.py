@@ -181,6 +181,12 @@ class JobRun(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # One run per (event, job): an event posted twice never runs a job twice.
+            models.UniqueConstraint(
+                fields=["event", "job"], name="rota_run_once_per_event", condition=Q(event__isnull=False)
+            ),
+        ]
         indexes = [
             models.Index(fields=["state", "-id"], name="rota_run_state"),
             models.Index(fields=["job_name", "-id"], name="rota_run_job"),

@@ -17,7 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def rota(*args: str, stdin: bytes | None = None, timeout: float = 20) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.pods.cli_entry", *args,
+        sys.executable,
+        "-m",
+        "tests.pods.cli_entry",
+        *args,
         cwd=ROOT,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -35,7 +38,9 @@ async def test_pods_check_prints_the_seed_example() -> None:
 
 async def test_pods_check_names_file_task_and_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[[tasks]]\ntask_name = "w"\ncommand = "x"\n[[tasks.lifecycle]]\ndesired_instances = 0\n')
+    bad.write_text(
+        '[[tasks]]\ntask_name = "w"\ncommand = "x"\n[[tasks.lifecycle]]\ndesired_instances = 0\n'
+    )
     code, _, err = await rota("pods", "check", str(bad))
     assert code == 2
     assert f"rota: {bad}: task 'w': lifecycle.desired_instances: must be an integer >= 1" in err
@@ -43,11 +48,15 @@ async def test_pods_check_names_file_task_and_key(tmp_path: Path) -> None:
 
 async def test_topics_publish_wait_result_and_latest(nats_server, start_host, uniq: str) -> None:
     topic = f"{uniq}.cli"
-    host = await start_host(task_toml("cli", "echo_pod.py", topics=[topic], env={"POD_REPLY": "echo"}))
+    host = await start_host(
+        task_toml("cli", "echo_pod.py", topics=[topic], env={"POD_REPLY": "echo"})
+    )
     await eventually(all_idle(host, "cli", 1), timeout=10)
     code, out, err = await rota("topics", "publish", topic, "hello there", "--wait-result")
     assert (code, out) == (0, "hello there\n"), err
-    code, out, _ = await rota("topics", "publish", topic, "-", "--wait-result", stdin=b"from stdin\n")
+    code, out, _ = await rota(
+        "topics", "publish", topic, "-", "--wait-result", stdin=b"from stdin\n"
+    )
     assert out == "from stdin\n"
     code, out, _ = await rota("topics", "latest", topic)
     assert (code, out) == (0, "from stdin\n\n")
@@ -60,10 +69,21 @@ async def test_pods_run_standalone_serves_and_stops_on_sigterm(
 ) -> None:
     topic = f"{uniq}.standalone"
     config = tmp_path / "pods.toml"
-    config.write_text(task_toml("solo", "echo_pod.py", topics=[topic], instances=2, env={"POD_REPLY": "echo"}))
+    config.write_text(
+        task_toml("solo", "echo_pod.py", topics=[topic], instances=2, env={"POD_REPLY": "echo"})
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.pods.cli_entry", "pods", "run", str(config), "--status-interval", "0",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tests.pods.cli_entry",
+        "pods",
+        "run",
+        str(config),
+        "--status-interval",
+        "0",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "ROTA_NODE_ID": "cli-node"},
     )
     try:

@@ -123,7 +123,11 @@ TASK = '[[tasks]]\ntask_name = "w"\ncommand = "x"\n'
             "private_response_topics",
             "also in subscribe_topics",
         ),
-        (TASK + "[[tasks.lifecycle]]\ndesired_instances = 0\n", "lifecycle.desired_instances", ">= 1"),
+        (
+            TASK + "[[tasks.lifecycle]]\ndesired_instances = 0\n",
+            "lifecycle.desired_instances",
+            ">= 1",
+        ),
         (TASK + '[[tasks.lifecycle]]\nmode = "random"\n', "lifecycle.mode", "unknown mode"),
         (TASK + "[[tasks.lifecycle]]\nreplicas = 2\n", "lifecycle.replicas", "unknown key"),
         (

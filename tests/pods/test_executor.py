@@ -12,12 +12,18 @@ from tests.pods.conftest import all_idle, task_toml
 
 
 def snap(target: str, timeout: float | None = 5, **params: object) -> RunSnapshot:
-    return RunSnapshot(run_id="r1", job="j", kind="pod", target=target, params=params, timeout=timeout)
+    return RunSnapshot(
+        run_id="r1", job="j", kind="pod", target=target, params=params, timeout=timeout
+    )
 
 
-async def test_params_go_to_the_topic_and_the_result_ends_the_run(bus, start_host, uniq: str) -> None:
+async def test_params_go_to_the_topic_and_the_result_ends_the_run(
+    bus, start_host, uniq: str
+) -> None:
     topic = f"{uniq}.calc"
-    host = await start_host(task_toml("calc", "echo_pod.py", topics=[topic], env={"POD_REPLY": "echo"}))
+    host = await start_host(
+        task_toml("calc", "echo_pod.py", topics=[topic], env={"POD_REPLY": "echo"})
+    )
     await eventually(all_idle(host, "calc", 1), timeout=10)
     ex = PodExecutor(bus)
     out = await ex.run(snap(topic, x=1, name="ü"), asyncio.Event())
@@ -35,7 +41,9 @@ async def test_no_subscriber_fails_at_once(bus, uniq: str) -> None:
 
 async def test_no_result_in_time_is_timed_out(bus, start_host, uniq: str) -> None:
     topic = f"{uniq}.slow"
-    host = await start_host(task_toml("slow", "echo_pod.py", topics=[topic], env={"POD_SLEEP": "2"}))
+    host = await start_host(
+        task_toml("slow", "echo_pod.py", topics=[topic], env={"POD_SLEEP": "2"})
+    )
     await eventually(all_idle(host, "slow", 1), timeout=10)
     out = await PodExecutor(bus).run(snap(topic, timeout=0.3), asyncio.Event())
     assert out.state == RunState.TIMED_OUT
@@ -44,7 +52,9 @@ async def test_no_result_in_time_is_timed_out(bus, start_host, uniq: str) -> Non
 
 async def test_cancel(bus, start_host, uniq: str) -> None:
     topic = f"{uniq}.slow"
-    host = await start_host(task_toml("slow", "echo_pod.py", topics=[topic], env={"POD_SLEEP": "2"}))
+    host = await start_host(
+        task_toml("slow", "echo_pod.py", topics=[topic], env={"POD_SLEEP": "2"})
+    )
     await eventually(all_idle(host, "slow", 1), timeout=10)
     cancel = asyncio.Event()
     run = asyncio.create_task(PodExecutor(bus).run(snap(topic, timeout=None), cancel))

@@ -19,7 +19,9 @@ async def test_1000_messages_round_robin_exactly_once_to_idle_instances(
 ) -> None:
     topic = f"{uniq}.work"
     host = await start_host(
-        task_toml("worker", "echo_pod.py", topics=[topic], instances=3, env={"POD_LOG_DIR": str(log_dir)})
+        task_toml(
+            "worker", "echo_pod.py", topics=[topic], instances=3, env={"POD_LOG_DIR": str(log_dir)}
+        )
     )
     await eventually(all_idle(host, "worker", 3), timeout=10)
     n = 1000
@@ -31,7 +33,9 @@ async def test_1000_messages_round_robin_exactly_once_to_idle_instances(
 
     logs = read_logs(log_dir)
     assert len(logs) == 3
-    received = [line.split(" ", 2)[2] for lines in logs.values() for line in lines if line.startswith("MSG")]
+    received = [
+        line.split(" ", 2)[2] for lines in logs.values() for line in lines if line.startswith("MSG")
+    ]
     assert sorted(received) == sorted(f"m{i}" for i in range(n))  # exactly once each
     assert not [p for p, lines in logs.items() if "VIOLATION" in lines]  # idle ones only
     per_pod = Counter(r.split(" ", 1)[0] for r in results)
@@ -106,7 +110,11 @@ async def test_broadcast_mode_gives_every_instance_every_message(
     topic = f"{uniq}.ev"
     host = await start_host(
         task_toml(
-            "fan", "echo_pod.py", topics=[topic], instances=3, mode=Mode.BROADCAST.value,
+            "fan",
+            "echo_pod.py",
+            topics=[topic],
+            instances=3,
+            mode=Mode.BROADCAST.value,
             env={"POD_LOG_DIR": str(log_dir)},
         )
     )
@@ -116,7 +124,9 @@ async def test_broadcast_mode_gives_every_instance_every_message(
 
     async def all_received() -> bool:
         logs = read_logs(log_dir)
-        return len(logs) == 3 and all(sum(1 for x in lines if x.startswith("MSG")) == 5 for lines in logs.values())
+        return len(logs) == 3 and all(
+            sum(1 for x in lines if x.startswith("MSG")) == 5 for lines in logs.values()
+        )
 
     await eventually(all_received, timeout=5)
 
@@ -128,9 +138,17 @@ async def test_concurrent_requesters_each_get_their_own_result(
     at the same time; every answer reaches the instance that asked."""
     svc = f"{uniq}.svc"
     host = await start_host(
-        task_toml("svc", "echo_pod.py", topics=[svc], instances=2, env={"POD_REPLY": "echo", "POD_SLEEP": "0.01"})
+        task_toml(
+            "svc",
+            "echo_pod.py",
+            topics=[svc],
+            instances=2,
+            env={"POD_REPLY": "echo", "POD_SLEEP": "0.01"},
+        )
         + task_toml(
-            "caller", "requester_pod.py", instances=2,
+            "caller",
+            "requester_pod.py",
+            instances=2,
             env={"POD_LOG_DIR": str(log_dir), "TARGET": svc, "REQUESTS": "20"},
         )
     )
@@ -185,7 +203,8 @@ async def test_plain_lines_blocks_and_unfinished_block_are_published(
     try:
         await start_host(
             task_toml(
-                "chat", "chatty_pod.py",
+                "chat",
+                "chatty_pod.py",
                 extra=f'stdout_topic = "{uniq}.out"\nstderr_topic = "{uniq}.err"\nview_stdout = true\nview_stderr = true\n',
             ),
             echo=echoed.append,
@@ -214,5 +233,11 @@ async def test_status_over_nats(bus, start_host, uniq: str) -> None:
     hosts = await hosts_status(bus, timeout=0.3)
     mine = next(h for h in hosts if h["host_id"] == host.host_id)
     (task,) = mine["tasks"]
-    assert (task["task"], task["desired"], task["idle"], task["busy"], task["queued"]) == ("st", 2, 2, 0, 0)
+    assert (task["task"], task["desired"], task["idle"], task["busy"], task["queued"]) == (
+        "st",
+        2,
+        2,
+        0,
+        0,
+    )
     assert [i["state"] for i in task["instances"]] == ["idle", "idle"]

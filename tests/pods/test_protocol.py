@@ -224,7 +224,9 @@ def test_block_round_trips_in_any_chunks(topic: str, lines: list[str], data: st.
 def test_a_stream_of_messages_round_trips(pairs: list[tuple[str, str]]) -> None:
     stream = b"".join(encode_publish(t, v) for t, v in pairs)
     expected = [
-        Message(t, v) if "\n" not in v and "\r" not in v and v == v.strip() else Message(t, v + "\n")
+        Message(t, v)
+        if "\n" not in v and "\r" not in v and v == v.strip()
+        else Message(t, v + "\n")
         for t, v in pairs
     ]
     assert feed(stream) == expected

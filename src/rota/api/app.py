@@ -11,7 +11,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Query
+from ninja import NinjaAPI, Query, Status
 
 import rota
 from rota.api.auth import TokenOrSession
@@ -42,11 +42,13 @@ api = NinjaAPI(
 
 
 def _routers() -> None:
+    from rota.api.events import router as events_router
     from rota.api.settings import router as settings_router
     from rota.api.workers import router as workers_router
 
     api.add_router("", workers_router)
     api.add_router("", settings_router)
+    api.add_router("", events_router)
 
 
 _ERRORS = {404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}
@@ -215,7 +217,7 @@ async def health(request: HttpRequest):  # type: ignore[no-untyped-def]
         "nats": nats,
         "version": rota.__version__,
     }
-    return (200 if ok else 503), body
+    return Status(200 if ok else 503, body)
 
 
 # -- jobs ----------------------------------------------------------------------------
@@ -249,7 +251,7 @@ async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-unty
         )
     except IntegrityError:
         raise Conflict(f"a job named {body.name!r} exists already") from None
-    return 201, job_out(job)
+    return Status(201, job_out(job))
 
 
 @api.get("/jobs", response=list[JobOut], tags=["jobs"])
@@ -288,9 +290,9 @@ async def submit_run(request: HttpRequest, body: RunIn):  # type: ignore[no-unty
         RunRequest(job=job, params=body.params, tag=body.tag, idempotency_key=key)
     )
     if created:
-        return 201, run_from_row(run)
+        return Status(201, run_from_row(run))
     current = await RunStore(bus.runs).get(run.id)
-    return 200, (run_from_snapshot(current.snap, run) if current else run_from_row(run))
+    return Status(200, run_from_snapshot(current.snap, run) if current else run_from_row(run))
 
 
 def _job_named(name: str) -> JobDefinition | None:

@@ -407,16 +407,21 @@ class PodHost:
                     is_idle = state.is_idle(pod)
                     idle += is_idle
                     busy += not is_idle
-                    s["state"] = "idle" if is_idle else "busy"
+                    if is_idle:
+                        s["state"] = "idle"
+                    else:
+                        s["state"] = "busy" if state.is_ready(pod) else "starting"
                     s["delivered"] = state.delivered(pod)
                     if spec.mode is Mode.BROADCAST:
                         s["queued"] = len(state.mailbox(pod))
             states = {s["state"] for s in slots}
             if rs is None:
                 task_state = "disabled"
+            elif states == {"stopped"}:
+                task_state = "stopped"
             elif "crash_loop" in states:
                 task_state = "crash_loop"
-            elif states <= {"idle", "busy"}:
+            elif states <= {"idle", "busy", "starting"} and idle + busy == len(slots):
                 task_state = "running"
             else:
                 task_state = "degraded"

@@ -50,6 +50,8 @@ class Delivery:
 class _Instance:
     task: str
     idle: bool = False
+    #: Reported idle at least once (until then it is still starting up).
+    ready: bool = False
     delivered: int = 0
     mailbox: deque[TopicMessage] = field(default_factory=deque)
     #: topic → replies of the messages on it not yet answered, oldest first.
@@ -94,7 +96,11 @@ class PodStateManager:
         return self._pods[pod_id].idle
 
     def set_idle(self, pod_id: str) -> None:
-        self._pods[pod_id].idle = True
+        inst = self._pods[pod_id]
+        inst.idle = inst.ready = True
+
+    def is_ready(self, pod_id: str) -> bool:
+        return self._pods[pod_id].ready
 
     def delivered(self, pod_id: str) -> int:
         return self._pods[pod_id].delivered

@@ -9,13 +9,12 @@ import os
 import sys
 import time
 
-from podlib import IDLE, Stdin, out, quote
+from podlib import IDLE, Stdin, open_log, out, quote
 
 pod = os.environ["MICLOW_POD_ID"]
-log_dir = os.environ.get("POD_LOG_DIR")
 sleep = float(os.environ.get("POD_SLEEP", "0"))
 echo = os.environ.get("POD_REPLY", "id") == "echo"
-log = open(os.path.join(log_dir, pod + ".log"), "a", buffering=1) if log_dir else None
+log = open_log(pod)
 if log:
     log.write(f"START {time.time()}\n")
 stdin = Stdin()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import select
+from typing import TextIO
 
 
 def quote(topic: str) -> str:
@@ -51,3 +52,11 @@ class Stdin:
             raise EOFError  # the host closed stdin: shutting down, not a violation
         self.buf += data
         return True
+
+
+def open_log(pod_id: str) -> TextIO | None:
+    """POD_LOG_DIR/<pod_id>.log, line-buffered, open for the pod's whole life."""
+    log_dir = os.environ.get("POD_LOG_DIR")
+    if not log_dir:
+        return None
+    return open(os.path.join(log_dir, pod_id + ".log"), "a", buffering=1)  # noqa: SIM115

@@ -3,10 +3,10 @@ whatever it receives (POD_LOG_DIR/<pod_id>.log: MSG <topic> <data>)."""
 
 import os
 
-from podlib import IDLE, Stdin, out, quote
+from podlib import IDLE, Stdin, open_log, out, quote
 
 pod = os.environ["MICLOW_POD_ID"]
-log = open(os.path.join(os.environ["POD_LOG_DIR"], pod + ".log"), "a", buffering=1)
+log = open_log(pod)
 out(f"{quote(os.environ['NEWS_TOPIC'])}: from-{os.environ['ROTA_POD_TASK']}", IDLE)
 stdin = Stdin()
 while True:

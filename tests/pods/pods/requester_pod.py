@@ -4,12 +4,12 @@ Logs to POD_LOG_DIR/<pod_id>.log: OK <token> or WRONG <token> <got>, then DONE."
 
 import os
 
-from podlib import Stdin, out, quote
+from podlib import Stdin, open_log, out, quote
 
 pod = os.environ["MICLOW_POD_ID"]
 target = os.environ["TARGET"]
 n = int(os.environ.get("REQUESTS", "10"))
-log = open(os.path.join(os.environ["POD_LOG_DIR"], pod + ".log"), "a", buffering=1)
+log = open_log(pod)
 stdin = Stdin()
 for i in range(n):
     token = f"{pod}-{i}"

@@ -9,7 +9,11 @@ import time
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 child = subprocess.Popen(
-    [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]
+    [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+    ]
 )
 with open(os.environ["PID_FILE"], "w") as f:
     f.write(f"{os.getpid()} {child.pid}\n")

@@ -92,8 +92,8 @@ def calendar_run(
             sch._next_fire_cached.cache_clear()
         t0 = time.perf_counter()
         due = calendar.due(now)
-        for sid, nominal in due:
-            calendar.advance(sid, nominal)
+        for schedule_id, nominal in due:
+            calendar.advance(schedule_id, nominal)
         ticks.append((time.perf_counter() - t0) * 1000)
         fires += len(due)
         worst_fires = max(worst_fires, len(due))

@@ -101,6 +101,9 @@ class Schedule(models.Model):
     skipped_count = models.PositiveBigIntegerField(default=0)
     missed_count = models.PositiveBigIntegerField(default=0)
     last_fired_at = models.DateTimeField(null=True, blank=True)
+    #: Nominal time the leader has handled ticks up to (fired, skipped or missed);
+    #: a new leader continues from here.
+    cursor_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -156,6 +159,10 @@ class JobRun(models.Model):
     leader_epoch = models.BigIntegerField(default=0)
     worker_id = models.CharField(max_length=120, blank=True)
     params = models.JSONField(default=dict, blank=True)
+    #: The execution-policy lock key is (job, this): seed 004's task + params hash.
+    params_hash = models.CharField(max_length=16, blank=True)
+    #: Held back by the queue policy until the earlier run of its key ends.
+    held = models.BooleanField(default=False)
     tag = models.CharField(max_length=100, default="default")
     tags = models.JSONField(default=list, blank=True)
     result = models.JSONField(null=True, blank=True)
@@ -184,7 +191,9 @@ class JobRun(models.Model):
         constraints = [
             # One run per (event, job): an event posted twice never runs a job twice.
             models.UniqueConstraint(
-                fields=["event", "job"], name="rota_run_once_per_event", condition=Q(event__isnull=False)
+                fields=["event", "job"],
+                name="rota_run_once_per_event",
+                condition=Q(event__isnull=False),
             ),
         ]
         indexes = [
@@ -196,11 +205,12 @@ class JobRun(models.Model):
             models.Index(fields=["scheduled_for"], name="rota_run_scheduled"),
             models.Index(fields=["updated_at"], name="rota_run_updated"),
             models.Index(fields=["schedule", "-id"], name="rota_run_schedule"),
+            models.Index(fields=["job_name", "params_hash", "state"], name="rota_run_lock"),
             # The reconciler's outbox query touches only undispatched rows.
             models.Index(
                 fields=["created_at"],
                 name="rota_run_undispatched",
-                condition=Q(dispatched_at__isnull=True),
+                condition=Q(dispatched_at__isnull=True, held=False),
             ),
         ]
 

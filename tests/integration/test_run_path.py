@@ -234,3 +234,29 @@ async def test_shutdown_hands_back_runs_past_the_grace(bus, rota_settings, tmp_p
         assert marker.read_text().split() == ["1", "2"]
     finally:
         await second.shutdown(grace=2)
+
+
+async def test_a_run_dispatched_ahead_waits_assigned_and_starts_on_time(bus, worker):
+    """assign-ahead: claimed early as ASSIGNED, started at its nominal time."""
+    import time as _time
+    from datetime import UTC, datetime
+
+    from rota.runs.transitions import RunStore
+
+    job = await _job(name="ahead", target="true")
+    nominal = _time.time() + 1.5
+    run, _ = await RunService(bus).submit(
+        RunRequest(job=job, scheduled_for=datetime.fromtimestamp(nominal, tz=UTC))
+    )
+    store = RunStore(bus.runs)
+
+    async def assigned():
+        v = await store.get(run.id)
+        return v if v and v.snap.state == RunState.ASSIGNED else None
+
+    waiting = await eventually(assigned, timeout=5)
+    assert waiting.snap.worker_id == worker.worker_id and waiting.snap.started_at is None
+    row = await _final_row(run.id)
+    assert row.state == RunState.SUCCEEDED
+    lateness = row.started_at.timestamp() - nominal
+    assert 0 <= lateness < 0.5, lateness

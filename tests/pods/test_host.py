@@ -241,3 +241,51 @@ async def test_status_over_nats(bus, start_host, uniq: str) -> None:
         0,
     )
     assert [i["state"] for i in task["instances"]] == ["idle", "idle"]
+
+
+async def test_the_last_answer_of_an_exiting_pod_still_arrives(bus, start_host, uniq: str) -> None:
+    """A pod that answers and exits: its answer reaches the requester, nothing is
+    handed to it after it exited, and its replacement takes the next message."""
+    topic = f"{uniq}.once"
+    host = await start_host(task_toml("once", "oneshot_pod.py", topics=[topic]))
+    answers = [await publish(bus, topic, f"q{i}", wait_result=10) for i in range(3)]
+    assert answers == ["q0", "q1", "q2"]
+    assert host.status()["tasks"][0]["restarts"] >= 2
+
+
+async def test_a_flooding_pod_is_paused_not_buffered_without_bound(start_host, monkeypatch) -> None:
+    """Backpressure: past PAUSE_AT waiting chunks the pod's pipes stop being read;
+    reading resumes once the handler caught up."""
+    from rota.pods import host as host_mod
+    from rota.pods.config import loads_config
+
+    class FakeIO:
+        pid = None
+        calls: list[str] = []
+
+        def pause_reading(self) -> None:
+            self.calls.append("pause")
+
+        def resume_reading(self) -> None:
+            self.calls.append("resume")
+
+    config = loads_config('[[tasks]]\ntask_name = "flood"\ncommand = "x"\n')
+    host = host_mod.PodHost(config)
+    handled: list[object] = []
+
+    async def handle(rt, stream, event) -> None:  # type: ignore[no-untyped-def]
+        handled.append(event)
+
+    monkeypatch.setattr(host, "_handle", handle)
+    rt = host_mod.PodRuntime(host, config.tasks[0], "p" * 32, 0)
+    rt.io = FakeIO()  # type: ignore[assignment]
+    for i in range(host_mod.PAUSE_AT + 5):
+        rt.on_output("stdout", f"line {i}\n".encode())
+    assert FakeIO.calls == ["pause"]
+    consumer = asyncio.create_task(rt.consume())
+    while rt.events.qsize():
+        await asyncio.sleep(0)
+    rt.events.put_nowait(None)
+    await consumer
+    assert FakeIO.calls == ["pause", "resume"]
+    assert len(handled) == host_mod.PAUSE_AT + 5

@@ -107,7 +107,7 @@ def test_only_distinguishing_params_are_named() -> None:
 
 
 def test_value_rendering() -> None:
-    other = [{}]
+    other: list[dict[str, object]] = [{}]
     assert schedule_name("job", {"from_date": "2024-01-31"}, "0 0 * * *", other) == (
         "job_2024_01_31_daily"
     )

@@ -37,7 +37,8 @@ from rota.errors import InvalidInput
 NY = "America/New_York"
 BERLIN = "Europe/Berlin"
 LORD_HOWE = "Australia/Lord_Howe"  # DST moves the clock by 30 minutes
-ZONES = [NY, BERLIN, LORD_HOWE]
+# Santiago: its clocks change at midnight, so the repeated hour spans two dates.
+ZONES = [NY, BERLIN, LORD_HOWE, "America/Santiago"]
 MINUTE = timedelta(minutes=1)
 ALL_MINUTES = frozenset(range(60))
 ALL_HOURS = frozenset(range(24))
@@ -46,13 +47,15 @@ ALL_MONTHS = frozenset(range(1, 13))
 ALL_DOWS = frozenset(range(7))
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
-def local(tz: str, *args: int, fold: int = 0) -> datetime:
-    """The UTC instant of a local wall time."""
-    return datetime(*args, tzinfo=ZoneInfo(tz), fold=fold).astimezone(UTC)
+def local(tz: str, year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    """The UTC instant of a local wall time (its first occurrence)."""
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(tz)).astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------
@@ -282,9 +285,10 @@ def test_fire_calendar_ticks_match_the_reference(
         due = calendar.due(now)
         assert due == calendar.due(now)  # reading does not change the calendar
         assert [n for _, n in due] == sorted(n for _, n in due)
-        for i, nominal in due:
-            seen[i].append(nominal)
-            calendar.advance(i, nominal)
+        for schedule_id, nominal in due:
+            assert isinstance(schedule_id, int)
+            seen[schedule_id].append(nominal)
+            calendar.advance(schedule_id, nominal)
         assert calendar.due(now) == []
     for i, sched in enumerate(scheds):
         assert seen[i] == reference(sched, tz, start, now, policy)

@@ -35,7 +35,9 @@ class EventOut(Schema):
     refused: list[dict[str, str]] = []
 
 
-def _out(event: Event, runs: list[JobRun], refused: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def _out(
+    event: Event, runs: list[JobRun], refused: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     return {
         "id": event.id,
         "name": event.name,
@@ -56,7 +58,9 @@ async def post_event(request: HttpRequest, body: EventIn):  # type: ignore[no-un
     from rota.runs.events import post_event as intake
 
     outcome = await intake(await get_bus(), body.name, body.payload, body.dedupe_key)
-    return Status(201 if outcome.created else 200, _out(outcome.event, outcome.runs, outcome.refused))
+    return Status(
+        201 if outcome.created else 200, _out(outcome.event, outcome.runs, outcome.refused)
+    )
 
 
 class EventFilter(Schema):

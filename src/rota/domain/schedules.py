@@ -76,7 +76,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
+from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped]
 
 from rota.errors import InvalidInput
 

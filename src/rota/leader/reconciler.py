@@ -30,7 +30,12 @@ class Reconciler:
         cutoff = datetime.now(UTC) - self.grace
         return list(
             JobRun.objects.select_related("job")
-            .filter(dispatched_at__isnull=True, created_at__lt=cutoff, state=RunState.PENDING)
+            .filter(
+                dispatched_at__isnull=True,
+                held=False,
+                created_at__lt=cutoff,
+                state=RunState.PENDING,
+            )
             .order_by("created_at")[: self.batch]
         )
 

@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 
 Echo = Callable[[str], None]
 
+#: Output chunks waiting to be handled at which a pod's pipes stop being read,
+#: and below which reading resumes.
+PAUSE_AT = 1000
+RESUME_AT = 100
+
 
 def _print(line: str) -> None:
     sys.stdout.write(line + "\n")
@@ -72,6 +77,7 @@ class PodRuntime:
         self.parsers = {"stdout": proto.LineParser(), "stderr": proto.LineParser()}
         self.events: asyncio.Queue[tuple[str, list[proto.Event]] | None] = asyncio.Queue()
         self.consumer: asyncio.Task[None] | None = None
+        self.paused = False
 
     @property
     def pid(self) -> int | None:
@@ -82,12 +88,20 @@ class PodRuntime:
         events = parser.feed(data) if data is not None else parser.close()
         if events:
             self.events.put_nowait((stream, events))
+            if not self.paused and self.events.qsize() > PAUSE_AT and self.io is not None:
+                # A pod printing faster than NATS takes it: stop reading its
+                # pipes (it blocks on write) instead of growing without bound.
+                self.paused = True
+                self.io.pause_reading()
 
     async def consume(self) -> None:
         while True:
             item = await self.events.get()
             if item is None:
                 return
+            if self.paused and self.events.qsize() < RESUME_AT and self.io is not None:
+                self.paused = False
+                self.io.resume_reading()
             stream, events = item
             for event in events:
                 try:
@@ -98,6 +112,9 @@ class PodRuntime:
     async def wait(self) -> int | None:
         assert self.io is not None
         code = await self.io.wait()
+        self.host.registry.retire_instance(self.pod_id)
+        if self.paused:
+            self.io.resume_reading()
         self.events.put_nowait(None)
         if self.consumer is not None:
             await self.consumer

@@ -54,6 +54,11 @@ class PodIO(Protocol):
 
     async def stop(self, grace: float) -> None: ...
 
+    def pause_reading(self) -> None:
+        """Stop reading the pod's output for now (backpressure)."""
+
+    def resume_reading(self) -> None: ...
+
 
 def pod_environ(
     spec: TaskSpec, pod_id: str, base: Mapping[str, str] | None = None
@@ -129,6 +134,21 @@ class PodProcess(asyncio.SubprocessProtocol):
             _signal_group(self.pid, signal.SIGKILL)
             self._transport.close()
         return self.returncode
+
+    def pause_reading(self) -> None:
+        self._each_reader("pause_reading")
+
+    def resume_reading(self) -> None:
+        self._each_reader("resume_reading")
+
+    def _each_reader(self, method: str) -> None:
+        if self._transport is None:
+            return
+        for fd in (1, 2):
+            pipe = self._transport.get_pipe_transport(fd)
+            if pipe is not None and not pipe.is_closing():
+                with contextlib.suppress(RuntimeError):  # already paused/resumed
+                    getattr(pipe, method)()
 
     async def stop(self, grace: float) -> None:
         if self.pid is None:
@@ -235,3 +255,9 @@ class TerminalIO:
     async def stop(self, grace: float) -> None:
         if not self._exited.done():
             self._exited.set_result(None)
+
+    def pause_reading(self) -> None:
+        """A terminal is read a line at a time by a person: nothing to pause."""
+
+    def resume_reading(self) -> None:
+        pass

@@ -52,7 +52,9 @@ class RunningPod(Protocol):
     """A started pod, as the controller sees it (the host's ``PodRuntime``)."""
 
     pod_id: str
-    pid: int | None
+
+    @property
+    def pid(self) -> int | None: ...
 
     async def wait(self) -> int | None:
         """The exit status, once the pod has exited and the host has forgotten it."""

@@ -52,6 +52,9 @@ class _Instance:
     idle: bool = False
     #: Reported idle at least once (until then it is still starting up).
     ready: bool = False
+    #: Its process has exited: it takes nothing more, but its last output
+    #: (a ``.result``) is still being handled.
+    retired: bool = False
     delivered: int = 0
     mailbox: deque[TopicMessage] = field(default_factory=deque)
     #: topic → replies of the messages on it not yet answered, oldest first.
@@ -97,7 +100,14 @@ class PodStateManager:
 
     def set_idle(self, pod_id: str) -> None:
         inst = self._pods[pod_id]
-        inst.idle = inst.ready = True
+        if not inst.retired:
+            inst.idle = inst.ready = True
+
+    def retire(self, pod_id: str) -> None:
+        """The instance's process is gone: never idle again."""
+        inst = self._pods.get(pod_id)
+        if inst is not None:
+            inst.idle, inst.retired = False, True
 
     def is_ready(self, pod_id: str) -> bool:
         return self._pods[pod_id].ready
@@ -227,11 +237,18 @@ class TopicSubscriptionRegistry:
             if lost:
                 self.dropped[task] = self.dropped.get(task, 0) + lost
 
+    def retire_instance(self, pod_id: str) -> None:
+        """The instance exited; it stays known until :meth:`remove_instance` so
+        the answers it printed last still find their requesters."""
+        self.state.retire(pod_id)
+
     def instance_idle(self, pod_id: str) -> list[Delivery]:
         """``pod_id`` reported idle: give it (or, round robin, the task) what waits."""
         if pod_id not in self.state:
             return []
         self.state.set_idle(pod_id)
+        if not self.state.is_idle(pod_id):
+            return []  # retired
         task = self.state.task_of(pod_id)
         mailbox = self.state.mailbox(pod_id)
         if mailbox:

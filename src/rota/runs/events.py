@@ -35,7 +35,9 @@ class EventOutcome:
 
 def _subscribers(name: str) -> list[JobDefinition]:
     # JSON "contains" is not portable to SQLite; the job table is small.
-    return [j for j in JobDefinition.objects.filter(enabled=True) if name in (j.subscribed_events or [])]
+    return [
+        j for j in JobDefinition.objects.filter(enabled=True) if name in (j.subscribed_events or [])
+    ]
 
 
 def _existing(dedupe_key: str) -> tuple[Event, list[JobRun]]:
@@ -72,5 +74,7 @@ async def post_event(bus: Bus, name: str, payload: dict[str, Any], dedupe_key: s
         return EventOutcome(first, runs, created=False)
     await RunService(bus).dispatch([snap for _, snap in prepared])
     for r in refused:
-        await dead_letter(bus.js, "invalid_payload", error=r["detail"], extra={"event": event.id, "job": r["job"]})
+        await dead_letter(
+            bus.js, "invalid_payload", error=r["detail"], extra={"event": event.id, "job": r["job"]}
+        )
     return EventOutcome(event, rows, created=True, refused=refused)

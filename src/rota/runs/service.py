@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 
 from rota.bus.connection import Bus
 from rota.domain.ids import new_run_id
-from rota.domain.params import merge_params, validate_params
+from rota.domain.params import merge_params, params_hash, validate_params
 from rota.domain.snapshot import RunSnapshot
 from rota.models import JobDefinition, JobRun
 from rota.runs.dispatch import publish_dispatch
@@ -61,6 +61,7 @@ def prepare(request: RunRequest) -> tuple[JobRun, RunSnapshot]:
         job_name=job.name,
         kind=job.kind,
         params=params,
+        params_hash=params_hash(params),
         tag=tag,
         tags=list(job.tags),
         idempotency_key=request.idempotency_key,

@@ -69,7 +69,9 @@ class RunStore:
     async def claim(
         self, seen: Versioned, worker_id: str, *, leader_epoch: int | None = None
     ) -> Versioned | None:
-        """PENDING/ORPHANED → RUNNING, owned by ``worker_id`` with attempt + 1.
+        """PENDING/ORPHANED → RUNNING, owned by ``worker_id`` with attempt + 1;
+        → ASSIGNED instead for a run dispatched ahead of its ``scheduled_for``
+        (assign-ahead), which :meth:`start` moves to RUNNING at that time.
 
         Returns None when the run is not claimable (already claimed, cancelled,
         terminal): the caller drops the message.
@@ -82,14 +84,15 @@ class RunStore:
                 return None  # a newer attempt was dispatched; that message will claim it
             now = time.time()
             attempt = current.snap.attempt + 1
+            ahead = (current.snap.scheduled_for or 0.0) > now
             new = advance(
                 current.snap,
-                RunState.RUNNING,
+                RunState.ASSIGNED if ahead else RunState.RUNNING,
                 now=now,
                 attempt=attempt,
                 worker_id=worker_id,
                 assigned_at=now,
-                started_at=now,
+                started_at=None if ahead else now,
                 heartbeat_at=now,
                 finished_at=None,
                 continuation_state=ContinuationState.NONE,
@@ -103,6 +106,19 @@ class RunStore:
                 return Versioned(new, rev)
             current = await self.get(seen.snap.run_id)
         return None
+
+    async def start(self, mine: Versioned) -> Versioned | None:
+        """ASSIGNED → RUNNING when a run claimed ahead reaches its time. Returns
+        the current version (CANCELLING if it was cancelled while waiting), or None
+        if the run is no longer ours."""
+
+        def build(s: RunSnapshot) -> RunSnapshot | None:
+            if s.state != RunState.ASSIGNED:
+                return None
+            now = time.time()
+            return advance(s, RunState.RUNNING, now=now, started_at=now, heartbeat_at=now)
+
+        return await self._update_owned(mine, build)
 
     async def finish(self, mine: Versioned, outcome: Outcome) -> Versioned | None:
         """Record the outcome of the attempt this worker owns.

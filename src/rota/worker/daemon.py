@@ -565,6 +565,31 @@ class Worker:
             self._launch(claimed)
         # else: claimed elsewhere, cancelled, or finished: nothing to do
 
+    async def _wait_for_start(self, act: Active) -> bool:
+        """A run claimed ahead of its time: wait for it, then ASSIGNED → RUNNING.
+        False if it was cancelled or taken away meanwhile (the outcome, if any,
+        is recorded here)."""
+        assert self.store is not None
+        delay = (act.version.snap.scheduled_for or 0.0) - time.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(act.cancel.wait(), delay)
+        if act.cancel.is_set():
+            await self.store.finish(
+                act.version, Outcome(RunState.CANCELLED, error_summary="cancelled before its start")
+            )
+            return False
+        started = await self.store.start(act.version)
+        if started is None:
+            return False
+        act.version = started
+        if started.snap.state != RunState.RUNNING:  # CANCELLING while it waited
+            await self.store.finish(
+                started, Outcome(RunState.CANCELLED, error_summary="cancelled before its start")
+            )
+            return False
+        return True
+
     def _launch(self, claimed: Versioned) -> None:
         act = Active(claimed)
         self.active[claimed.snap.run_id] = act
@@ -574,6 +599,8 @@ class Worker:
         assert self.store is not None
         snap = act.version.snap
         try:
+            if snap.state == RunState.ASSIGNED and not await self._wait_for_start(act):
+                return
             executor = self.executors.get(snap.kind)
             if executor is None:
                 outcome = Outcome(

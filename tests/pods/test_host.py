@@ -253,7 +253,7 @@ async def test_the_last_answer_of_an_exiting_pod_still_arrives(bus, start_host, 
     assert host.status()["tasks"][0]["restarts"] >= 2
 
 
-async def test_a_flooding_pod_is_paused_not_buffered_without_bound(start_host, monkeypatch) -> None:
+async def test_a_flooding_pod_is_paused_not_buffered_without_bound(monkeypatch) -> None:
     """Backpressure: past PAUSE_AT waiting chunks the pod's pipes stop being read;
     reading resumes once the handler caught up."""
     from rota.pods import host as host_mod

@@ -31,7 +31,10 @@ async def test_typed_lines_are_published_and_messages_printed(bus, start_host, u
     shown: list[str] = []
     try:
         host = await start_host(
-            console_toml(uniq), interactive=True, terminal_stdin=os.fdopen(r, "rb"), echo=shown.append
+            console_toml(uniq),
+            interactive=True,
+            terminal_stdin=os.fdopen(r, "rb"),
+            echo=shown.append,
         )
         os.write(w, f'"{uniq}.cmd": do it\njust typing\n'.encode())
 

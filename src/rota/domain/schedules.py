@@ -82,8 +82,10 @@ from rota.errors import InvalidInput
 
 __all__ = [
     "DST_POLICIES",
+    "SEARCH_HORIZON",
     "SHIFT_FORWARD_FIRST",
     "SKIP_NONEXISTENT",
+    "CronSpec",
     "FireCalendar",
     "compile_structured",
     "describe",
@@ -91,6 +93,7 @@ __all__ = [
     "is_cadence",
     "next_fire_after",
     "next_fires",
+    "parse_cron",
     "structured_from_cron",
     "validate_cron",
     "validate_dst_policy",

@@ -83,6 +83,9 @@ class Schedule(models.Model):
 
     job = models.ForeignKey(JobDefinition, on_delete=models.CASCADE, related_name="schedules")
     name = models.CharField(max_length=200, blank=True)
+    #: True when rota made the name up (seed 004 §6); it is made again when the
+    #: params or the frequency change.
+    auto_generated_name = models.BooleanField(default=False)
     description = models.TextField(blank=True)
     category = models.CharField(max_length=100, blank=True)
     tags = models.JSONField(default=list, blank=True)

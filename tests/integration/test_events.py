@@ -28,10 +28,14 @@ class Authorized:
         self.auth = {"Authorization": f"Bearer {raw}"}
 
     async def get(self, path, data=None, **kw):
-        return await self.client.get(path, data, headers={**self.auth, **kw.pop("headers", {})}, **kw)
+        return await self.client.get(
+            path, data, headers={**self.auth, **kw.pop("headers", {})}, **kw
+        )
 
     async def post(self, path, data=None, **kw):
-        return await self.client.post(path, data, headers={**self.auth, **kw.pop("headers", {})}, **kw)
+        return await self.client.post(
+            path, data, headers={**self.auth, **kw.pop("headers", {})}, **kw
+        )
 
 
 async def _issue(user):

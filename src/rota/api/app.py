@@ -43,12 +43,14 @@ api = NinjaAPI(
 
 def _routers() -> None:
     from rota.api.events import router as events_router
+    from rota.api.schedules import router as schedules_router
     from rota.api.settings import router as settings_router
     from rota.api.workers import router as workers_router
 
     api.add_router("", workers_router)
     api.add_router("", settings_router)
     api.add_router("", events_router)
+    api.add_router("", schedules_router)
 
 
 _ERRORS = {404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}

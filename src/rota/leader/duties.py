@@ -49,6 +49,7 @@ async def start_leader_duties(
     from rota.control.tls import TlsFiles
     from rota.leader.projector import Projector
     from rota.leader.reconciler import Reconciler
+    from rota.leader.scheduler import Scheduler
     from rota.leader.supervisor import Supervisor
     from rota.runs.service import RunService
 
@@ -100,6 +101,12 @@ async def start_leader_duties(
         asyncio.create_task(guarded("projector", Projector(bus).run(stop))),
         asyncio.create_task(guarded("reconciler", Reconciler(RunService(bus)).run(stop))),
         asyncio.create_task(guarded("supervisor", supervisor.run(stop))),
+        asyncio.create_task(
+            guarded(
+                "scheduler",
+                Scheduler(bus, epoch=epoch, thresholds=thresholds, control=control).run(stop),
+            )
+        ),
         asyncio.create_task(guarded("settings", settings_publisher())),
     ]
 

@@ -314,6 +314,8 @@ class PodHost:
             origin = subjects.task_of_reply(reply) if reply else None
             if origin == task_token:
                 return  # a task never receives what its own pods publish
+            if origin is not None:
+                origin = subjects.unescape_token(origin)
             message = TopicMessage(topic, msg.data.decode("utf-8", "replace"), reply, origin)
             self._apply(registry.route(message, [task]))
 

@@ -114,7 +114,19 @@ def task_of_reply(reply: str) -> str | None:
     if not reply.startswith(_REPLY_START):
         return None
     parts = reply.split(".")
-    return parts[4] if len(parts) == 6 else None
+    if len(parts) != 6:
+        return None
+    token = parts[4]
+    # A malformed escape (a client's own subject under our prefix) names no task.
+    return token if "=" not in token or _valid_escapes(token) else None
+
+
+def _valid_escapes(token: str) -> bool:
+    try:
+        unescape_token(token)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def latest_subject(topic: str) -> str:

@@ -1,0 +1,162 @@
+"""Schedules through the HTTP API and the leader's tick, on real NATS and SQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rota.domain.states import RunState
+from rota.models import FireRecord, JobDefinition, JobRun, Schedule
+from tests.conftest import eventually
+from tests.integration.test_events import client  # noqa: F401  (the authorised API client)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"period_type": {"enum": ["daily", "weekly"]}, "limit": {"type": "integer"}},
+    "required": ["period_type"],
+}
+
+
+async def test_two_schedules_of_one_job_with_names_and_validation(client):  # noqa: F811
+    await JobDefinition.objects.acreate(
+        name="fetch_listed_info", kind="command", target="true", params_schema=SCHEMA
+    )
+    a = await client.post(
+        "/schedules",
+        {
+            "task_name": "fetch_listed_info",
+            "cron_expression": "0 0 * * *",
+            "task_params": {"period_type": "daily"},
+        },
+        content_type="application/json",
+    )
+    assert a.status_code == 201, a.content
+    b = await client.post(
+        "/schedules",
+        {
+            "task_name": "fetch_listed_info",
+            "structured": {"every": "week", "days": ["mon"], "time": "09:30"},
+            "timezone": "Asia/Tokyo",
+            "task_params": {"period_type": "weekly"},
+        },
+        content_type="application/json",
+    )
+    assert b.status_code == 201, b.content
+    assert b.json()["cron_expression"] == "30 9 * * 1" and b.json()["auto_generated_name"]
+    assert "weekly" in b.json()["name"]
+    bad = await client.post(
+        "/schedules",
+        {
+            "task_name": "fetch_listed_info",
+            "cron_expression": "0 0 * * *",
+            "task_params": {"period_type": "hourly"},
+        },
+        content_type="application/json",
+    )
+    assert bad.status_code == 422 and bad.json()["field"] == "params.period_type"
+    bad_cron = await client.post(
+        "/schedules",
+        {
+            "task_name": "fetch_listed_info",
+            "cron_expression": "0 25 * * *",
+            "task_params": {"period_type": "daily"},
+        },
+        content_type="application/json",
+    )
+    assert bad_cron.status_code == 422 and "hour" in bad_cron.json()["detail"]
+    assert (
+        await client.post(
+            "/schedules",
+            {"task_name": "nope", "cron_expression": "* * * * *"},
+            content_type="application/json",
+        )
+    ).status_code == 404
+    preview = (await client.get(f"/schedules/{b.json()['id']}/preview", {"n": 3})).json()["items"]
+    assert len(preview) == 3 and all(p["local"].endswith("+09:00") for p in preview)
+    listed = (await client.get("/schedules", {"job": "fetch_listed_info"})).json()["items"]
+    assert {s["task_params"]["period_type"] for s in listed} == {"daily", "weekly"}
+
+
+async def _every_second_schedule(policy: str, job_name: str, seconds: float) -> Schedule:
+    job = await JobDefinition.objects.acreate(
+        name=job_name, kind="command", target="sleep", args=[str(seconds)]
+    )
+    return await Schedule.objects.acreate(
+        job=job, cron="* * * * *", params={}, execution_policy=policy
+    )
+
+
+async def test_scheduler_fires_once_per_tick_and_applies_policies(bus, rota_settings):
+    """Drive the leader's scheduler directly against ticks in the past minute:
+    one fire per tick, and skip / queue / replace with an earlier run still going."""
+    from rota.domain.workers import Thresholds
+    from rota.leader.scheduler import Scheduler
+
+    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds())
+    now = datetime.now(UTC)
+    base = now.replace(second=0, microsecond=0) - timedelta(minutes=2)
+    sched = {}
+    for policy in ("allow", "skip", "queue", "replace"):
+        s = await _every_second_schedule(policy, f"job_{policy}", 60)
+        await Schedule.objects.filter(id=s.id).aupdate(cursor_at=base, created_at=base)
+        sched[policy] = s
+    await scheduler.reload()
+    assert await scheduler.step()
+    # Two ticks (base+1m, base+2m) per schedule; a second step and a second
+    # scheduler (a new leader) create nothing more.
+    await scheduler.step()
+    again = Scheduler(bus, epoch=2, thresholds=lambda: Thresholds())
+    await again.reload()
+    await again.step()
+    for policy, s in sched.items():
+        fires = [f async for f in FireRecord.objects.filter(schedule=s).order_by("nominal_time")]
+        assert [f.nominal_time for f in fires] == [
+            base + timedelta(minutes=1),
+            base + timedelta(minutes=2),
+        ], policy
+    runs = {
+        p: [r async for r in JobRun.objects.filter(schedule=s).order_by("id")]
+        for p, s in sched.items()
+    }
+    assert [r.state for r in runs["allow"]] == [RunState.PENDING, RunState.PENDING]
+    assert [r.state for r in runs["skip"]] == [RunState.PENDING, RunState.SKIPPED]
+    assert "still active" in runs["skip"][1].error_summary
+    assert [r.held for r in runs["queue"]] == [False, True]
+    assert runs["allow"][0].scheduled_for == base + timedelta(minutes=1)
+    skipped = await Schedule.objects.aget(id=sched["skip"].id)
+    assert skipped.skipped_count == 1 and skipped.fired_count == 1
+    from rota.runs.transitions import RunStore
+
+    store = RunStore(bus.runs)
+    first_replaced = await store.get(runs["replace"][0].id)
+    assert first_replaced.snap.state == RunState.CANCELLED  # nobody had claimed it yet
+    # queue: once the earlier run ends, the held one is released, order kept.
+    await store.request_cancel(runs["queue"][0].id)
+    await JobRun.objects.filter(id=runs["queue"][0].id).aupdate(state=RunState.CANCELLED)
+    scheduler._released = 0.0
+    await scheduler.step()
+    released = await JobRun.objects.aget(id=runs["queue"][1].id)
+    assert not released.held and released.dispatched_at is not None
+
+
+async def test_ticks_outside_the_catch_up_window_are_missed(bus):
+    from rota.domain.workers import Thresholds
+    from rota.leader.scheduler import Scheduler
+
+    job = await JobDefinition.objects.acreate(name="late", kind="command", target="true")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    s = await Schedule.objects.acreate(
+        job=job, cron="* * * * *", catch_up_seconds=150, cursor_at=now - timedelta(minutes=10)
+    )
+    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds())
+    await scheduler.reload()
+    await scheduler.step()
+    s = await Schedule.objects.aget(id=s.id)
+    # 10 ticks since the cursor: those within 150 s fire, the rest are missed.
+    assert s.fired_count in (2, 3) and s.fired_count + s.missed_count == 10
+    assert await JobRun.objects.filter(schedule=s).acount() == s.fired_count
+    await asyncio.sleep(0)

@@ -11,7 +11,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Query, Status
+from ninja import Field, NinjaAPI, Query, Schema, Status
 
 import rota
 from rota.api.auth import TokenOrSession
@@ -267,6 +267,70 @@ async def get_job(request: HttpRequest, name: str):  # type: ignore[no-untyped-d
     if job is None:
         raise NotFound(f"no job named {name!r}")
     return job_out(job)
+
+
+class JobPatch(Schema):
+    target: str | None = None
+    args: list[str] | None = None
+    timeout: float | None = None
+    tags: list[str] | None = None
+    params_schema: dict[str, Any] | None = None
+    default_params: dict[str, Any] | None = None
+    description: str | None = None
+    category: str | None = None
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    execution_policy: str | None = None
+    subscribed_events: list[str] | None = None
+    enabled: bool | None = None
+
+
+def _patch_job(name: str, changes: dict[str, Any]) -> JobDefinition:
+    from rota.domain.params import validate_params
+
+    job = JobDefinition.objects.filter(name=name).first()
+    if job is None:
+        raise NotFound(f"no job named {name!r}")
+    if "timeout" in changes:
+        changes["timeout_seconds"] = changes.pop("timeout")
+    for key, value in changes.items():
+        setattr(job, key, value)
+    check_schema(job.params_schema)
+    if job.default_params:
+        validate_params(job.params_schema, job.default_params)
+    job.save()
+    return job
+
+
+@api.patch("/jobs/{name}", response={200: JobOut, **_ERRORS}, tags=["jobs"])
+async def update_job(request: HttpRequest, name: str, body: JobPatch):  # type: ignore[no-untyped-def]
+    """Change a job (enable/disable with ``{"enabled": ...}``)."""
+    from rota.audit import actor_of, record
+
+    changes = body.dict(exclude_unset=True)
+    job = await sql_writer().call(_patch_job, name, changes)
+    await record(actor_of(request), "job.update", name, **{k: str(v) for k, v in changes.items()})
+    return job_out(job)
+
+
+@api.delete("/jobs/{name}", response={204: None, **_ERRORS}, tags=["jobs"])
+async def delete_job(request: HttpRequest, name: str):  # type: ignore[no-untyped-def]
+    """Delete a job that has no runs (disable it instead to keep its history)."""
+    from django.db.models import ProtectedError
+
+    from rota.audit import actor_of, record
+
+    def delete() -> None:
+        job = JobDefinition.objects.filter(name=name).first()
+        if job is None:
+            raise NotFound(f"no job named {name!r}")
+        try:
+            job.delete()
+        except ProtectedError:
+            raise Conflict(f"job {name!r} has runs; disable it instead") from None
+
+    await sql_writer().call(delete)
+    await record(actor_of(request), "job.delete", name)
+    return Status(204, None)
 
 
 # -- runs ----------------------------------------------------------------------------

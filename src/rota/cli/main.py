@@ -6,7 +6,7 @@ import argparse
 import sys
 from types import SimpleNamespace
 
-from rota.cli import certs, client, doctor, leader, migrate, server, up, worker, workers
+from rota.cli import certs, client, doctor, leader, migrate, schedules, server, up, worker, workers
 from rota.cli.base import CommandError
 from rota.errors import RotaError
 
@@ -18,6 +18,12 @@ COMMANDS = {
     "certs": certs,
     "workers": workers,
     "leader": leader,
+    "schedules": schedules,
+    "events": SimpleNamespace(
+        help="send and list events",
+        add_arguments=schedules.add_events,
+        handle=schedules.handle_events,
+    ),
     "doctor": doctor,
     "jobs": SimpleNamespace(
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs

@@ -461,6 +461,44 @@ async def control_client():  # type: ignore[no-untyped-def]
     return client
 
 
+# -- topics --------------------------------------------------------------------------
+
+
+class TopicMessageIn(Schema):
+    data: str
+    #: Seconds to wait for the ``<topic>.result`` reply; omit to only publish.
+    wait_result: float | None = None
+
+
+class TopicMessageOut(Schema):
+    topic: str
+    result: str | None = None
+
+
+@api.post(
+    "/topics/{path:topic}/messages",
+    response={200: TopicMessageOut, 202: TopicMessageOut, 504: ErrorOut, **_ERRORS},
+    tags=["topics"],
+)
+async def post_topic_message(request: HttpRequest, topic: str, body: TopicMessageIn):  # type: ignore[no-untyped-def]
+    """Publish a message on a pod topic (DESIGN §6); with ``wait_result``, wait
+    for the reply on ``<topic>.result`` (504 when none comes in time)."""
+    from rota.pods import publish as publish_topic
+    from rota.pods.errors import ResultTimeout
+
+    bus = await get_bus()
+    if body.wait_result is None:
+        await publish_topic(bus, topic, body.data)
+        return Status(202, {"topic": topic, "result": None})
+    if not 0 < body.wait_result <= 300:
+        raise InvalidInput("wait_result must be in (0, 300] seconds", field="wait_result")
+    try:
+        result = await publish_topic(bus, topic, body.data, wait_result=body.wait_result)
+    except ResultTimeout as exc:
+        return Status(504, {"detail": str(exc)})
+    return Status(200, {"topic": topic, "result": result})
+
+
 def _encode_cursor(run_id: str) -> str:
     return base64.urlsafe_b64encode(run_id.encode()).decode().rstrip("=")
 

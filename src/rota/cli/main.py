@@ -6,7 +6,19 @@ import argparse
 import sys
 from types import SimpleNamespace
 
-from rota.cli import certs, client, doctor, leader, migrate, schedules, server, up, worker, workers
+from rota.cli import (
+    certs,
+    client,
+    doctor,
+    leader,
+    migrate,
+    pods,
+    schedules,
+    server,
+    up,
+    worker,
+    workers,
+)
 from rota.cli.base import CommandError
 from rota.errors import RotaError
 
@@ -19,6 +31,10 @@ COMMANDS = {
     "workers": workers,
     "leader": leader,
     "schedules": schedules,
+    "pods": pods,
+    "topics": SimpleNamespace(
+        help=pods.topics_help, add_arguments=pods.topics_add_arguments, handle=pods.topics_handle
+    ),
     "events": SimpleNamespace(
         help="send and list events",
         add_arguments=schedules.add_events,

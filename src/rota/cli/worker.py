@@ -41,9 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "execute, lead, or both; an execute-only worker needs no database", "ROTA_WORKER_ROLES"
         ),
     )
+    parser.add_argument(
+        "--pods",
+        default=env_default("ROTA_WORKER_PODS"),
+        help=env_help("a pods config (TOML) whose tasks this worker runs", "ROTA_WORKER_PODS"),
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
+    pods_config = None
+    if args.pods:
+        from rota.pods.config import load_config
+
+        pods_config = load_config(args.pods)  # a PodConfigError names file, task and key
     roles = {r.strip() for r in args.roles.split(",") if r.strip()}
     unknown = roles - {"execute", "lead"}
     if unknown:
@@ -71,7 +81,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.node_id:
         settings = dataclasses.replace(settings, node_id=args.node_id)
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
-    worker = Worker(settings, tags=tags, capacity=args.capacity, roles=roles)
+    worker = Worker(
+        settings, tags=tags, capacity=args.capacity, roles=roles, pods_config=pods_config
+    )
 
     async def main() -> None:
         stop = asyncio.Event()

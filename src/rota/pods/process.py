@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import BinaryIO, Protocol
 
 from rota.pods.config import TaskSpec
 from rota.pods.errors import PodStartError
+from rota.worker.executors.base import without_secrets
 
 #: ``on_output(stream, data)``: ``stream`` is "stdout" or "stderr"; ``data`` is
 #: ``None`` once that stream has ended.
@@ -30,10 +30,6 @@ OutputCallback = Callable[[str, bytes | None], None]
 #: How long to wait for the output pipes once the process is gone. A grandchild
 #: that escaped the group (its own ``setsid``) can hold them open forever.
 DRAIN_GRACE = 1.0
-
-#: Variables a pod never sees: the host's credentials. The same rule as
-#: ``rota.worker.executors.base`` applies to jobs.
-_SECRET = re.compile(r"^ROTA_.*(TOKEN|SECRET|PASSWORD|KEY)(_FILE)?$")
 
 
 class PodIO(Protocol):
@@ -66,7 +62,7 @@ def pod_environ(
     """A pod's environment: the host's without rota's secrets, ``PYTHONUNBUFFERED``
     (a Python pod that block-buffers a pipe would never be heard), the task's
     ``environment_vars``, then the pod's identity."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not _SECRET.match(k)}
+    env = without_secrets(base)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(spec.environment_vars)
     env["MICLOW_POD_ID"] = pod_id

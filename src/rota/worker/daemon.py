@@ -80,6 +80,7 @@ class Worker:
         executors: dict[str, Executor] | None = None,
         worker_id: str | None = None,
         control: bool = True,
+        pods_config: Any = None,
     ) -> None:
         self.settings = settings
         self.tags = tags or ["default"]
@@ -102,6 +103,8 @@ class Worker:
         self._pull_tasks: list[asyncio.Task] = []
         self.grpc_endpoint = ""
         self._control_enabled = control
+        self.pods_config = pods_config
+        self.pod_host: Any = None
         self._control_server: Any = None
         self._slot_freed = asyncio.Event()
         #: Slots promised to fetches in flight, so that several pull loops never
@@ -120,6 +123,19 @@ class Worker:
         self.executors = (
             self._executors if self._executors is not None else default_executors(self.settings)
         )
+        if self._executors is None:
+            from rota.pods.executor import PodExecutor
+
+            self.executors["pod"] = PodExecutor(self.bus)
+        if self.pods_config is not None:
+            from rota.pods.host import PodHost
+
+            self.pod_host = PodHost(
+                self.pods_config,
+                node_id=self.settings.node_id,
+                latest_replicas=self.settings.nats_replicas,
+            )
+            await self.pod_host.start(self.bus)
         self.workers_kv = await self.bus.js.key_value(subjects.WORKERS_BUCKET)
         self.heartbeats_kv = await self.bus.js.key_value(subjects.HEARTBEATS_BUCKET)
         self.leases_kv = await self.bus.js.key_value(subjects.LEASES_BUCKET)
@@ -262,6 +278,9 @@ class Worker:
         for t in self._tasks + self._pull_tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._pull_tasks, return_exceptions=True)
+        if self.pod_host is not None:
+            with contextlib.suppress(Exception):
+                await self.pod_host.stop()
         for ex in self.executors.values():
             with contextlib.suppress(Exception):
                 await ex.close()
@@ -296,6 +315,7 @@ class Worker:
             "detached": self.detached,
             "started_at": self.started_at,
             "grpc_endpoint": self.grpc_endpoint,
+            "pods": self.pod_host.status() if self.pod_host else None,
         }
 
     async def start_run(self, run_id: str) -> tuple[bool, str, int, str]:

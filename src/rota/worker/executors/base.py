@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,10 +41,16 @@ class Outcome:
 _SECRET = re.compile(r"^ROTA_.*(TOKEN|SECRET|PASSWORD|KEY)(_FILE)?$")
 
 
-def job_environ(snap: RunSnapshot, base: dict[str, str] | None = None) -> dict[str, str]:
+def without_secrets(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) without rota's secrets:
+    API and NATS tokens, the secret key. What every job and pod starts from."""
+    return {k: v for k, v in (os.environ if base is None else base).items() if not _SECRET.match(k)}
+
+
+def job_environ(snap: RunSnapshot, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment a run's process gets: the worker's, without rota's
-    secrets (API and NATS tokens, the secret key), plus the run's identity."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not _SECRET.match(k)}
+    secrets, plus the run's identity."""
+    env = without_secrets(base)
     env["ROTA_RUN_ID"] = snap.run_id
     env["ROTA_ATTEMPT"] = str(snap.attempt)
     return env

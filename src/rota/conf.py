@@ -60,6 +60,9 @@ class RotaSettings:
     worker_capacity: int = 16
     #: Warm Python child processes per worker for the ``python`` executor (0: cores).
     python_pool_size: int = 0
+    #: The host project's manage.py for ``django`` jobs (default: the manage.py
+    #: the worker was started with, ``python manage.py rota_worker``).
+    manage_py: Path | None = None
 
     @property
     def tls_cert_path(self) -> Path:

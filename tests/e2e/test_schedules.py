@@ -53,8 +53,9 @@ def test_every_minute_for_three_minutes_with_the_leader_killed(cluster, tmp_path
     def runs():
         return [r for r in c.get("/runs", params={"job": "tick", "limit": 50}).json()["items"]]
 
-    # After the first tick fired, kill the leader.
-    wait_for(lambda: len(runs()) >= 1, timeout=90, interval=0.5)
+    # After the first tick's run finished, kill the leader (killing it while it
+    # holds the next run would make that run late by the supervision delay).
+    wait_for(lambda: (rs := runs()) and rs[-1]["state"] == "SUCCEEDED", timeout=90, interval=0.5)
     leader = cluster.leader()["leader"]
     pid = next(w["pid"] for w in cluster.workers() if w["worker_id"] == leader["worker_id"])
     os.kill(pid, signal.SIGKILL)

@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _django_configured() -> bool:
+    from django.conf import settings as django_settings
+
+    return django_settings.configured
+
+
 def handle(args: argparse.Namespace) -> int:
     pods_config = None
     if args.pods:
@@ -63,6 +69,11 @@ def handle(args: argparse.Namespace) -> int:
     if "lead" in roles:
         setup_django()  # the lead role projects into the database
         run_system_checks()
+        from rota.conf import get_settings
+
+        settings = get_settings()
+    elif _django_configured():
+        # manage.py rota_worker in a host project: the host's ROTA settings apply.
         from rota.conf import get_settings
 
         settings = get_settings()

@@ -63,10 +63,16 @@ def default_executors(settings: RotaSettings) -> dict[str, Executor]:
     from rota.worker.executors.command import CommandExecutor
     from rota.worker.executors.python import PythonExecutor
 
-    return {
+    executors: dict[str, Executor] = {
         "command": CommandExecutor(),
         "python": PythonExecutor(size=settings.python_pool_size or os.cpu_count() or 1),
     }
+    from rota.worker.executors.django import DjangoExecutor, find_manage_py
+
+    manage_py = find_manage_py(settings.manage_py)
+    if manage_py is not None:
+        executors["django"] = DjangoExecutor(manage_py)
+    return executors
 
 
 class Worker:

@@ -104,10 +104,17 @@ class CommandExecutor:
         # Process groups of runs in flight, so close() can stop them.
         self._groups: set[int] = set()
 
+    def argv(self, snap: RunSnapshot) -> list[str]:
+        """What to execute for ``snap`` (subclasses run other programs the same way)."""
+        return [snap.target, *snap.args, *params_to_argv(snap.params)]
+
+    #: Working directory of the run's process (None: the worker's).
+    cwd: str | None = None
+
     async def run(self, snap: RunSnapshot, cancel: asyncio.Event) -> Outcome:
         if cancel.is_set():
             return Outcome(RunState.CANCELLED, error_summary="cancelled before start")
-        argv = [snap.target, *snap.args, *params_to_argv(snap.params)]
+        argv = self.argv(snap)
         env = job_environ(snap)
         loop = asyncio.get_running_loop()
         capture = _Capture(loop, self.output_limit)
@@ -119,6 +126,7 @@ class CommandExecutor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
+                cwd=self.cwd,
                 start_new_session=True,
                 # A run must not outlive a worker that was killed: its copy would
                 # go on beside the attempt the leader dispatches again.

@@ -253,6 +253,9 @@ async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-unty
         )
     except IntegrityError:
         raise Conflict(f"a job named {body.name!r} exists already") from None
+    from rota.audit import actor_of, record
+
+    await record(actor_of(request), "job.create", job.name, kind=job.kind, target=job.target)
     return Status(201, job_out(job))
 
 
@@ -406,6 +409,11 @@ async def cancel_run(request: HttpRequest, run_id: str):  # type: ignore[no-unty
         raise NotFound(f"no run {run_id!r}")
     bus = await get_bus()
     current = await RunStore(bus.runs).request_cancel(run_id)
+    from rota.audit import actor_of, record
+
+    await record(
+        actor_of(request), "run.cancel", run_id, state=current.snap.state if current else row.state
+    )
     if current is None:  # the snapshot expired: only a finished run is that old
         return run_from_row(row, (await _logs_of([row.id])).get(row.id))
     if current.snap.state == RunState.CANCELLING and current.snap.worker_id:

@@ -100,9 +100,11 @@ async def drain_worker(request: HttpRequest, worker_id: str):  # type: ignore[no
     worker = await _worker(bus.js, worker_id)
     if not worker.get("grpc_endpoint"):
         raise BackendUnavailable(f"worker {worker_id} has no control endpoint")
+    from rota.errors import RotaError
+
     try:
         reply = await (await control_client()).drain(worker["grpc_endpoint"])
-    except ControlError as exc:
+    except (ControlError, RotaError) as exc:
         raise BackendUnavailable(f"worker {worker_id} did not answer: {exc}") from None
     await record(actor_of(request), "worker.drain", worker_id, running=reply.running)
     return {"worker_id": worker_id, "draining": True, "running": reply.running}

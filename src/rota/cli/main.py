@@ -50,6 +50,9 @@ COMMANDS = {
     "runs": SimpleNamespace(
         help="list runs", add_arguments=client.add_runs, handle=client.handle_runs
     ),
+    "cancel": SimpleNamespace(
+        help="cancel a run", add_arguments=client.add_show, handle=client.handle_cancel
+    ),
     "show": SimpleNamespace(
         help="show one run", add_arguments=client.add_show, handle=client.handle_show
     ),

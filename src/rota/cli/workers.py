@@ -146,7 +146,12 @@ async def _control(args: argparse.Namespace) -> int:
         else:
             from google.protobuf.json_format import MessageToDict
 
-            print(json.dumps(MessageToDict(await client.status(endpoint)), indent=2))
+            print(
+                json.dumps(
+                    MessageToDict(await client.status(endpoint), preserving_proto_field_name=True),
+                    indent=2,
+                )
+            )
     except ControlError as exc:
         raise CommandError(
             str(exc), hint="is the worker running, and are ROTA_TLS_DIR's certificates from its CA?"

@@ -152,7 +152,12 @@ class Campaign:
 
     async def _keep_leader(self) -> None:
         assert self._lead is not None
-        if not await self._lead.renew():
+        try:
+            renewed = await self._lead.renew()
+        except Exception:  # NATS unreachable: we cannot know we still hold it
+            log.warning("renewing the leader lease failed", exc_info=True)
+            renewed = False
+        if not renewed:
             log.warning(
                 "worker %s lost the leader lease (epoch %d): stopping leader duties",
                 self.worker_id(),

@@ -34,7 +34,7 @@ class RunSnapshot:
     tag: str = "default"
     tags: list[str] = field(default_factory=list)
     timeout: float | None = None
-    max_attempts: int = 1
+    max_attempts: int = 3
     state: str = RunState.PENDING
     attempt: int = 0
     version: int = 0

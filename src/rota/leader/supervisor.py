@@ -70,6 +70,7 @@ class Supervisor:
         #: Set when a worker refused our epoch: a newer leader exists.
         self.deposed = asyncio.Event()
         self._last_orphan_sweep = 0.0
+        self._republished: dict[str, float] = {}
 
     # -- what the registry says ---------------------------------------------------------
 
@@ -91,6 +92,7 @@ class Supervisor:
     # -- the step -------------------------------------------------------------------------
 
     async def step(self) -> bool:
+        self.control.timeout = self.thresholds().grpc_timeout_seconds  # settings apply live
         states = self.worker_states()
         silent = {wid: entry for wid, (state, entry) in states.items() if state in SILENT}
         did = False
@@ -193,11 +195,19 @@ class Supervisor:
 
     async def _redispatch_orphans(self) -> bool:
         run_ids = await sql_writer().call(_stale_orphans)
+        now = time.monotonic()
+        did = False
         for run_id in run_ids:
+            # Within JetStream's 120 s duplicate window a re-publish is dropped;
+            # past it, once a minute is enough for a run no worker has taken.
+            if now - self._republished.get(run_id, -1e9) < 60:
+                continue
             v = await self.store.get(run_id)
             if v is not None and v.snap.state == RunState.ORPHANED:
                 await publish_dispatch(self.bus.js, v)
-        return bool(run_ids)
+                self._republished[run_id] = now
+                did = True
+        return did
 
     async def run(self, stop: asyncio.Event, interval: float = 0.5) -> None:
         errors = 0

@@ -221,12 +221,18 @@ class RunStore:
             if state == RunState.CANCELLING or is_terminal(state):
                 return current
             now = time.time()
+            events = with_event(current.snap, "CANCEL_REQUESTED", at=now)
             if state in CLAIMABLE:
                 new = advance(
-                    current.snap, RunState.CANCELLED, now=now, finished_at=now, worker_id=None
+                    current.snap,
+                    RunState.CANCELLED,
+                    now=now,
+                    finished_at=now,
+                    worker_id=None,
+                    events=events,
                 )
             else:
-                new = advance(current.snap, RunState.CANCELLING, now=now)
+                new = advance(current.snap, RunState.CANCELLING, now=now, events=events)
             rev = await self._write(new, current.rev)
             if rev is not None:
                 return Versioned(new, rev)

@@ -38,7 +38,7 @@ class Outcome:
 
 
 #: Variables a job never sees: the worker's own credentials.
-_SECRET = re.compile(r"^ROTA_.*(TOKEN|SECRET|PASSWORD|KEY)(_FILE)?$")
+_SECRET = re.compile(r"^ROTA_.*(TOKEN|SECRET|PASSWORD|KEY|DATABASE_URL)(_FILE)?$")
 
 
 def without_secrets(base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""``rota server``: the ASGI web process (HTTP API, ops UI)."""
+"""``rota server``: the ASGI web process (the HTTP API; the ops UI joins it under /ops/)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 from rota.cli.base import env_default, env_help, run_system_checks, setup_django
 
-help = "run the web server: HTTP API and ops UI"
+help = "run the web server (HTTP API)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -67,7 +67,7 @@ def handle(args: argparse.Namespace) -> int:
             f"unknown role(s) {', '.join(sorted(unknown))}", hint="use execute, lead or both"
         )
     if "lead" in roles:
-        setup_django()  # the lead role projects into the database
+        setup_django()  # a leader's duties (projection, scheduling) use the database
         run_system_checks()
         from rota.conf import get_settings
 

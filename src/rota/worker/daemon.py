@@ -3,8 +3,9 @@
 It pulls dispatch messages from the work consumers of the tags it serves, only
 while it has free slots (least-load placement without a central queue), claims
 each run by compare-and-set on its snapshot, acks the message, executes, and
-records the outcome. With the ``lead`` role it also runs the projector and the
-reconciler (the coordination issue moves them under the elected leader).
+records the outcome. With the ``lead`` role it campaigns for leadership
+(:mod:`rota.coordination.election`); while it leads it runs the leader duties
+(:mod:`rota.leader.duties`: projector, reconciler, supervisor, scheduler).
 
 It serves the control plane (gRPC over mutual TLS, :mod:`rota.control.server`):
 Ping, GetStatus, StartJob, CancelJob, Drain, ConfirmContinuation. A cancel also

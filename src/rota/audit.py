@@ -13,7 +13,7 @@ def _write(actor: str, action: str, target: str, detail: dict[str, Any]) -> None
     AdminActionLog.objects.create(actor=actor, action=action, target=target, detail_json=detail)
 
 
-async def record(actor: str, action: str, target: str = "", **detail: Any) -> None:
+async def record(actor: str, action: str, target: str = "", /, **detail: Any) -> None:
     await sql_writer().call(_write, actor, action, target, detail)
 
 

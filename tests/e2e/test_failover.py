@@ -327,7 +327,7 @@ def test_detach_degrade_and_undock_are_audited(cluster, tmp_path):
 
     db = sqlite3.connect(cluster.stack.data_dir / "rota.sqlite3")
     actions = [row[0] for row in db.execute("select action from rota_adminactionlog order by id")]
-    assert actions == ["worker.detach", "worker.undock", "leader.degrade"]
+    assert actions == ["worker.detach", "job.create", "worker.undock", "leader.degrade"]
 
 
 def test_settings_reach_every_worker_within_two_seconds(cluster):

@@ -423,18 +423,10 @@ async def cancel_run(request: HttpRequest, run_id: str):  # type: ignore[no-unty
 
 async def _tell_worker_to_cancel(bus: Bus, worker_id: str, run_id: str, attempt: int) -> None:
     """Best effort: the worker also notices the CANCELLING snapshot by itself."""
-    import orjson
-
-    from rota.bus import subjects
     from rota.control.client import ControlError
 
     try:
-        entry = await (await bus.js.key_value(subjects.WORKERS_BUCKET)).get(worker_id)
-        endpoint = orjson.loads(entry.value or b"{}").get("grpc_endpoint")
-        if not endpoint:
-            return
-        client = await control_client()
-        await client.cancel_job(endpoint, run_id, attempt)
+        await (await control_client()).cancel_on_worker(bus.js, worker_id, run_id, attempt)
     except (ControlError, RotaError) as exc:
         log.warning(
             "cancel of %s: worker %s not told over gRPC (%s); it will see the snapshot",

@@ -155,6 +155,19 @@ class ControlClient:
             endpoint, "CancelJob", pb.CancelJobRequest(run_id=run_id, attempt=attempt)
         )
 
+    async def cancel_on_worker(
+        self, js: Any, worker_id: str, run_id: str, attempt: int = 0
+    ) -> bool:
+        """Tell the worker that owns a run to stop it, finding its endpoint in
+        the registry. False if the worker advertises none."""
+        from rota.coordination.registry import endpoint_of
+
+        endpoint = await endpoint_of(js, worker_id)
+        if not endpoint:
+            return False
+        await self.cancel_job(endpoint, run_id, attempt)
+        return True
+
     async def drain(self, endpoint: str) -> pb.DrainReply:
         return await self._call(endpoint, "Drain", pb.DrainRequest())
 

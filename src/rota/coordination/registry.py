@@ -108,3 +108,13 @@ async def set_mark(
 async def request_degrade(js: JetStreamContext, epoch: int | None, actor: str) -> None:
     coord = await js.key_value(subjects.COORD_BUCKET)
     await coord.put(subjects.DEGRADE_KEY, orjson.dumps({"epoch": epoch, "actor": actor}))
+
+
+async def endpoint_of(js: JetStreamContext, worker_id: str) -> str | None:
+    """The gRPC endpoint a worker advertises in its registry entry."""
+    kv = await js.key_value(subjects.WORKERS_BUCKET)
+    try:
+        entry = await kv.get(worker_id)
+    except KeyNotFoundError:
+        return None
+    return orjson.loads(entry.value or b"{}").get("grpc_endpoint") or None

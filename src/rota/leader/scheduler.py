@@ -264,29 +264,14 @@ class Scheduler:
             or not current.snap.worker_id
         ):
             return
-        if self.control is None:
-            return
-        import orjson
-
-        from rota.bus import subjects
-
-        with contextlib.suppress(Exception):
-            entry = await (await self.bus.js.key_value(subjects.WORKERS_BUCKET)).get(
-                current.snap.worker_id
-            )
-            endpoint = orjson.loads(entry.value or b"{}").get("grpc_endpoint")
-            if endpoint:
-                await self.control.cancel_job(endpoint, run_id, current.snap.attempt)
+        if self.control is not None:
+            with contextlib.suppress(Exception):  # best effort: the snapshot says it too
+                await self.control.cancel_on_worker(
+                    self.bus.js, current.snap.worker_id, run_id, current.snap.attempt
+                )
 
     async def run(self, stop: asyncio.Event, interval: float = 0.05) -> None:
+        from rota.steps import run_steps
+
         await self.reload()
-        while not stop.is_set():
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("scheduler step failed")
-                await asyncio.sleep(1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+        await run_steps("scheduler", self.step, stop, idle_interval=interval)

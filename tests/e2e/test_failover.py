@@ -117,9 +117,10 @@ def _marker_script(marker: Path, seconds: float) -> str:
     )
 
 
+@pytest.mark.timeout(240)
 def test_exactly_one_leader_and_takeover_after_sigkill(cluster):
     samples, epochs = 0, []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         claiming = [w for w in cluster.workers("active") if w.get("leader")]
         assert len(claiming) <= 1, claiming
@@ -128,7 +129,7 @@ def test_exactly_one_leader_and_takeover_after_sigkill(cluster):
         epochs.append(info["epoch"])
         samples += 1
         time.sleep(0.2)
-    assert samples > 20 and len(set(epochs)) == 1  # stable: no needless elections
+    assert samples > 100 and len(set(epochs)) == 1  # stable: no needless elections
 
     old = cluster.leader()
     os.kill(_pid_of(cluster, old["leader"]["worker_id"]), signal.SIGKILL)
@@ -148,9 +149,10 @@ def test_exactly_one_leader_and_takeover_after_sigkill(cluster):
     assert takeover < 2.0 + 1.0  # lease TTL + 1 s
 
 
+@pytest.mark.timeout(240)
 def test_sigkill_of_a_busy_worker_redispatches_its_run(cluster, tmp_path):
     marker = tmp_path / "attempts"
-    _define(cluster, "long", _marker_script(marker, 8))
+    _define(cluster, "long", _marker_script(marker, 30))
     run_id = cluster.stack.client.post("/runs", json={"job": "long"}).json()["run_id"]
     running = wait_for(lambda: (r := cluster.run(run_id))["state"] == "RUNNING" and r)
     wait_for(lambda: marker.exists() and "start 1" in marker.read_text())
@@ -166,7 +168,7 @@ def test_sigkill_of_a_busy_worker_redispatches_its_run(cluster, tmp_path):
     assert redispatch < 10
     assert second["worker_id"] != victim
     final = wait_for(
-        lambda: (r := cluster.run(run_id))["state"] in ("SUCCEEDED", "FAILED") and r, timeout=30
+        lambda: (r := cluster.run(run_id))["state"] in ("SUCCEEDED", "FAILED") and r, timeout=60
     )
     assert final["state"] == "SUCCEEDED" and final["attempt"] == 2
     row = next(

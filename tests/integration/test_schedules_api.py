@@ -9,7 +9,6 @@ import pytest
 
 from rota.domain.states import RunState
 from rota.models import FireRecord, JobDefinition, JobRun, Schedule
-from tests.conftest import eventually
 from tests.integration.test_events import client  # noqa: F401  (the authorised API client)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -160,3 +159,24 @@ async def test_ticks_outside_the_catch_up_window_are_missed(bus):
     assert s.fired_count in (2, 3) and s.fired_count + s.missed_count == 10
     assert await JobRun.objects.filter(schedule=s).acount() == s.fired_count
     await asyncio.sleep(0)
+
+
+async def test_two_schedules_of_one_job_fire_runs_with_their_own_params(bus):
+    from rota.domain.workers import Thresholds
+    from rota.leader.scheduler import Scheduler
+
+    job = await JobDefinition.objects.acreate(
+        name="report", kind="command", target="true", params_schema=SCHEMA
+    )
+    base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    for period in ("daily", "weekly"):
+        await Schedule.objects.acreate(
+            job=job, cron="* * * * *", params={"period_type": period}, cursor_at=base
+        )
+    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds())
+    await scheduler.reload()
+    await scheduler.step()
+    params = sorted(
+        [r.params["period_type"] async for r in JobRun.objects.filter(job_name="report")]
+    )
+    assert params == ["daily", "weekly"]

@@ -3,7 +3,8 @@
 
 What embedding takes is marked "rota:"; everything else is the host's own.
 Deployment values come from the host's own environment variables (SHOP_*); rota
-additionally reads ROTA_* variables, which override the ROTA dict below.
+additionally reads ROTA_* variables, which override the ROTA dict below (secrets
+belong there: see the NATS token).
 """
 
 import os
@@ -87,10 +88,22 @@ USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Log to the console, so `manage.py rota_worker` under a process manager says
+# what it does (rota logs under the "rota" logger; nats-py is chatty at INFO).
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("SHOP_LOG_LEVEL", "INFO")},
+    "loggers": {"nats": {"level": "WARNING"}},
+}
+
 # rota: every key is optional (docs/embedding.md lists them with their defaults).
 ROTA = {
     "nats_url": os.environ.get("SHOP_NATS_URL", "nats://127.0.0.1:4222"),
-    "nats_token": os.environ.get("SHOP_NATS_TOKEN", ""),
+    # The NATS token is not set here: give it as ROTA_NATS_TOKEN or
+    # ROTA_NATS_TOKEN_FILE, which rota removes from every job's environment.
     # Certificates of the worker's control plane: `manage.py rota_certs init --dir ...`.
     "tls_dir": os.environ.get("SHOP_TLS_DIR", str(BASE_DIR / "tls")),
     # Where rota's API is, for `manage.py rota_doctor`: the host's URL plus the prefix.

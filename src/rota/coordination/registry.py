@@ -17,18 +17,36 @@ from nats.js.errors import KeyNotFoundError
 from rota.bus import subjects
 from rota.coordination.clock import server_now
 from rota.coordination.lease import current_holder
-from rota.coordination.mirror import KvMirror
+from rota.coordination.mirror import Item
 from rota.domain.workers import ACTIVE_STATES, Thresholds, worker_state
 
 
-async def _read(js: JetStreamContext, bucket: str, pattern: str = ">") -> KvMirror:
-    mirror = KvMirror(await js.key_value(bucket), pattern)
-    await mirror.start()
-    try:
-        await asyncio.wait_for(mirror.ready.wait(), 5)
-    finally:
-        await mirror.stop()
-    return mirror
+async def _read(js: JetStreamContext, bucket: str, pattern: str = ">") -> dict[str, Item]:
+    """Every live key matching ``pattern`` with its value and stored time.
+
+    Read from the stream's subject list, then one get per key: a KV watch
+    started just now can report its initial values complete before the last
+    ones arrive (nats-py compares against a pending count the client may
+    already hold), which would drop workers from a listing."""
+    stream = f"KV_{bucket}"
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(stream, subjects_filter=prefix + pattern)
+    subjects_ = list((info.state.subjects or {}).keys())
+
+    async def one(subject: str) -> tuple[str, Item] | None:
+        from nats.js.errors import NotFoundError
+
+        try:
+            msg = await js.get_msg(stream, subject=subject)
+        except NotFoundError:
+            return None
+        if not msg.data or (msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE")):
+            return None
+        stored = msg.time.timestamp() if msg.time else 0.0
+        return subject[len(prefix) :], Item(msg.data, stored, 0.0, msg.seq or 0)
+
+    found = await asyncio.gather(*(one(s) for s in subjects_))
+    return dict(f for f in found if f is not None)
 
 
 async def thresholds(js: JetStreamContext) -> Thresholds:
@@ -49,10 +67,11 @@ async def list_workers(js: JetStreamContext) -> list[dict[str, Any]]:
     )
     now, t = await asyncio.gather(server_now(js), thresholds(js))
     out = []
-    for worker_id, item in registry.items.items():
+    for worker_id, item in registry.items():
         entry = orjson.loads(item.value)
-        age = heartbeats.age(worker_id, now)
-        detached = subjects.detached_key(worker_id) in marks.items
+        beat = heartbeats.get(worker_id)
+        age = max(0.0, now - beat.stored_at) if beat is not None else None
+        detached = subjects.detached_key(worker_id) in marks
         state = worker_state(
             entry.get("state", ""),
             heartbeat_age=age,
@@ -67,7 +86,7 @@ async def list_workers(js: JetStreamContext) -> list[dict[str, Any]]:
                 "active": state in ACTIVE_STATES,
                 "heartbeat_age": age,
                 "detached": detached,
-                "hidden": subjects.hidden_key(worker_id) in marks.items,
+                "hidden": subjects.hidden_key(worker_id) in marks,
             }
         )
     out.sort(key=lambda w: (not w["active"], w.get("node_id", ""), w["worker_id"]))
@@ -88,7 +107,7 @@ async def leadership(js: JetStreamContext) -> dict[str, Any]:
         "leader": leader,
         "epoch": leader.get("epoch", 0) if leader else 0,
         "latest_epoch": epoch,
-        "subleaders": [orjson.loads(i.value) for i in subs.items.values()],
+        "subleaders": [orjson.loads(i.value) for i in subs.values()],
     }
 
 

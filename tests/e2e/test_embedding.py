@@ -163,10 +163,13 @@ def host(tmp_path_factory):
             "shell",
             "--no-imports",
             "-c",
-            "from django.contrib.auth.models import User\n"
+            "from django.contrib.auth.models import Group, User\n"
             "from rota.models import ApiToken\n"
+            # rota's ops groups are ordinary groups of the host's users.
             "ops = User.objects.create_user('ops')\n"
-            f"User.objects.create_user('alice', password={ALICE_PASSWORD!r}, is_staff=True)\n"
+            "ops.groups.add(Group.objects.get(name='ops_admin'))\n"
+            f"alice = User.objects.create_user('alice', password={ALICE_PASSWORD!r}, is_staff=True)\n"
+            "alice.groups.add(Group.objects.get(name='ops_operator'))\n"
             "print('TOKEN', ApiToken.issue(ops, name='e2e')[1])\n",
         )
         assert users.returncode == 0, users.stderr
@@ -450,21 +453,12 @@ def test_session_of_a_logged_in_host_user_is_accepted(host):
     assert browser.get("/jobs/runs").status_code == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: rota.api.auth.TokenOrSession accepts a session without a CSRF check",
-)
 def test_session_post_without_csrf_token_is_refused(host):
     browser = _login(host, "alice", ALICE_PASSWORD)
     r = browser.post("/jobs/runs", json={"job": "greet"})
     assert r.status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: the API has no authorization yet; any active host user may define jobs "
-    "(the ops groups of issue 9 item 4 do not exist)",
-)
 def test_host_user_outside_the_ops_groups_cannot_define_jobs(host):
     out = host.manage(
         "shell",

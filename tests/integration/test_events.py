@@ -15,8 +15,16 @@ async def client(bus):
     from django.contrib.auth import get_user_model
 
     user = await get_user_model().objects.acreate(username="events-tester")
+    await _join(user, "ops_admin")
     _, raw = await _issue(user)
     return Authorized(raw)
+
+
+async def _join(user, group: str) -> None:
+    from django.contrib.auth.models import Group
+
+    g, _ = await Group.objects.aget_or_create(name=group)
+    await user.groups.aadd(g)
 
 
 class Authorized:

@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
 
 import rota
-from rota.api.auth import TokenOrSession
+from rota.api.auth import ADMIN_AUTH, Forbidden, OpsAuth
 from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
 from rota.bus.connection import Bus, connect
 from rota.conf import get_settings
@@ -34,7 +34,7 @@ api = NinjaAPI(
     title="rota",
     version=rota.__version__,
     description="Jobs, runs, schedules and events of a rota cluster.",
-    auth=TokenOrSession(),
+    auth=OpsAuth(),
     urls_namespace="rota-api",
     docs_url="/docs",
     openapi_url="/openapi.json",
@@ -53,12 +53,17 @@ def _routers() -> None:
     api.add_router("", schedules_router)
 
 
-_ERRORS = {404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}
+_ERRORS = {403: ErrorOut, 404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}
 
 
 @api.exception_handler(InvalidInput)
 def _invalid(request: HttpRequest, exc: InvalidInput) -> HttpResponse:
     return api.create_response(request, {"detail": exc.message, "field": exc.field}, status=422)
+
+
+@api.exception_handler(Forbidden)
+def _forbidden(request: HttpRequest, exc: Forbidden) -> HttpResponse:
+    return api.create_response(request, {"detail": exc.message}, status=403)
 
 
 @api.exception_handler(NotFound)
@@ -225,7 +230,7 @@ async def health(request: HttpRequest):  # type: ignore[no-untyped-def]
 # -- jobs ----------------------------------------------------------------------------
 
 
-@api.post("/jobs", response={201: JobOut, **_ERRORS}, tags=["jobs"])
+@api.post("/jobs", response={201: JobOut, **_ERRORS}, tags=["jobs"], auth=ADMIN_AUTH)
 async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-untyped-def]
     """Define a job: what to run (kind and target), its arguments, timeout,
     routing tags and parameter JSON Schema."""
@@ -304,7 +309,7 @@ def _patch_job(name: str, changes: dict[str, Any]) -> JobDefinition:
     return job
 
 
-@api.patch("/jobs/{name}", response={200: JobOut, **_ERRORS}, tags=["jobs"])
+@api.patch("/jobs/{name}", response={200: JobOut, **_ERRORS}, tags=["jobs"], auth=ADMIN_AUTH)
 async def update_job(request: HttpRequest, name: str, body: JobPatch):  # type: ignore[no-untyped-def]
     """Change a job (enable/disable with ``{"enabled": ...}``)."""
     from rota.audit import actor_of, record
@@ -315,7 +320,7 @@ async def update_job(request: HttpRequest, name: str, body: JobPatch):  # type: 
     return job_out(job)
 
 
-@api.delete("/jobs/{name}", response={204: None, **_ERRORS}, tags=["jobs"])
+@api.delete("/jobs/{name}", response={204: None, **_ERRORS}, tags=["jobs"], auth=ADMIN_AUTH)
 async def delete_job(request: HttpRequest, name: str):  # type: ignore[no-untyped-def]
     """Delete a job that has no runs (disable it instead to keep its history)."""
     from django.db.models import ProtectedError

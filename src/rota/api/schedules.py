@@ -13,6 +13,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
+from rota.api.auth import ADMIN_AUTH
 from rota.audit import actor_of, record
 from rota.domain import schedules as cal
 from rota.domain.naming import schedule_name
@@ -175,7 +176,7 @@ def _list(f: ScheduleFilter) -> list[dict[str, Any]]:
     return items
 
 
-@router.post("/schedules", response={201: dict})
+@router.post("/schedules", response={201: dict}, auth=ADMIN_AUTH)
 async def create_schedule(request: HttpRequest, body: ScheduleIn):  # type: ignore[no-untyped-def]
     """Create a schedule of a job. Params are validated against the job's schema
     (422 naming the field); a name is generated when omitted."""
@@ -194,7 +195,7 @@ async def get_schedule(request: HttpRequest, schedule_id: int):  # type: ignore[
     return await sql_writer().call(lambda: schedule_out(_get(schedule_id)))
 
 
-@router.patch("/schedules/{schedule_id}")
+@router.patch("/schedules/{schedule_id}", auth=ADMIN_AUTH)
 async def update_schedule(request: HttpRequest, schedule_id: int, body: SchedulePatch):  # type: ignore[no-untyped-def]
     s = await sql_writer().call(_update, schedule_id, body.dict(exclude_none=True))
     await record(
@@ -203,7 +204,7 @@ async def update_schedule(request: HttpRequest, schedule_id: int, body: Schedule
     return await sql_writer().call(schedule_out, s)
 
 
-@router.delete("/schedules/{schedule_id}", response={204: None})
+@router.delete("/schedules/{schedule_id}", response={204: None}, auth=ADMIN_AUTH)
 async def delete_schedule(request: HttpRequest, schedule_id: int):  # type: ignore[no-untyped-def]
     s = await sql_writer().call(_get, schedule_id)
     await sql_writer().call(lambda: Schedule.objects.filter(id=schedule_id).delete())
@@ -211,12 +212,12 @@ async def delete_schedule(request: HttpRequest, schedule_id: int):  # type: igno
     return Status(204, None)
 
 
-@router.post("/schedules/{schedule_id}/enable")
+@router.post("/schedules/{schedule_id}/enable", auth=ADMIN_AUTH)
 async def enable_schedule(request: HttpRequest, schedule_id: int):  # type: ignore[no-untyped-def]
     return await update_schedule(request, schedule_id, SchedulePatch(enabled=True))
 
 
-@router.post("/schedules/{schedule_id}/disable")
+@router.post("/schedules/{schedule_id}/disable", auth=ADMIN_AUTH)
 async def disable_schedule(request: HttpRequest, schedule_id: int):  # type: ignore[no-untyped-def]
     return await update_schedule(request, schedule_id, SchedulePatch(enabled=False))
 

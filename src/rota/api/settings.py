@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
+from rota.api.auth import ADMIN_AUTH
 from rota.audit import actor_of, record
 from rota.runs.sqlwriter import sql_writer
 
@@ -54,7 +55,7 @@ async def get_settings_(request: HttpRequest):  # type: ignore[no-untyped-def]
     return await sql_writer().call(_load)
 
 
-@router.patch("/settings")
+@router.patch("/settings", auth=ADMIN_AUTH)
 async def patch_settings(request: HttpRequest, body: SettingsPatch):  # type: ignore[no-untyped-def]
     """Change thresholds; they apply live, no restart."""
     from rota.api.app import get_bus

@@ -97,6 +97,9 @@ async def leadership(js: JetStreamContext) -> dict[str, Any]:
     """The leader (with its epoch) and the subleader of each node, for display."""
     leases = await js.key_value(subjects.LEASES_BUCKET)
     leader = await current_holder(leases, subjects.LEADER_KEY)
+    if leader and not leader.get("epoch"):
+        # Taken a moment ago, its epoch not yet written: not acting as leader yet.
+        leader = None
     subs = await _read(js, subjects.LEASES_BUCKET, "subleader.>")
     coord = await js.key_value(subjects.COORD_BUCKET)
     try:

@@ -180,3 +180,24 @@ async def test_two_schedules_of_one_job_fire_runs_with_their_own_params(bus):
         [r.params["period_type"] async for r in JobRun.objects.filter(job_name="report")]
     )
     assert params == ["daily", "weekly"]
+
+
+async def test_a_queued_run_can_be_cancelled(bus, client):  # noqa: F811
+    from rota.domain.workers import Thresholds
+    from rota.leader.scheduler import Scheduler
+
+    job = await JobDefinition.objects.acreate(
+        name="queued_cancel", kind="command", target="sleep", args=["60"]
+    )
+    base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    s = await Schedule.objects.acreate(
+        job=job, cron="* * * * *", execution_policy="queue", cursor_at=base
+    )
+    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds())
+    await scheduler.reload()
+    await scheduler.step()
+    held = await JobRun.objects.aget(schedule=s, held=True)
+    r = await client.post(f"/runs/{held.id}/cancel")
+    assert r.status_code == 200 and r.json()["state"] == "CANCELLED"
+    held = await JobRun.objects.aget(id=held.id)
+    assert held.state == RunState.CANCELLED and not held.held

@@ -419,7 +419,13 @@ async def cancel_run(request: HttpRequest, run_id: str):  # type: ignore[no-unty
     await record(
         actor_of(request), "run.cancel", run_id, state=current.snap.state if current else row.state
     )
-    if current is None:  # the snapshot expired: only a finished run is that old
+    if current is None:
+        # No snapshot: held back by the queue policy (never dispatched), or a
+        # finished run whose snapshot expired.
+        from rota.runs.transitions import cancel_held
+
+        if row.held and await sql_writer().call(cancel_held, run_id):
+            row = await JobRun.objects.aget(id=run_id)
         return run_from_row(row, (await _logs_of([row.id])).get(row.id))
     if current.snap.state == RunState.CANCELLING and current.snap.worker_id:
         await _tell_worker_to_cancel(bus, current.snap.worker_id, run_id, current.snap.attempt)

@@ -134,7 +134,8 @@ def _apply(s: Schedule, data: dict[str, Any], job: JobDefinition) -> None:
 
 def _create(data: dict[str, Any]) -> Schedule:
     job = _job(data["task_name"])
-    s = Schedule(job=job)
+    # Ticks are handled from creation on: a leader gap right after it catches up.
+    s = Schedule(job=job, cursor_at=datetime.now(UTC))
     _apply(s, data, job)
     with transaction.atomic():
         s.save()
@@ -242,6 +243,10 @@ async def run_schedule_now(request: HttpRequest, schedule_id: int):  # type: ign
     from rota.runs.service import RunRequest, RunService
 
     s = await sql_writer().call(_get, schedule_id)
+    if not s.job.enabled:
+        from rota.errors import Conflict
+
+        raise Conflict(f"job {s.job.name!r} is disabled")
     run, _ = await RunService(await get_bus()).submit(
         RunRequest(job=s.job, params=s.params, schedule_id=s.id)
     )

@@ -117,7 +117,7 @@ def add_jobs(parser: argparse.ArgumentParser) -> None:
     cr = sub.add_parser("create", help="define a job")
     add_api_args(cr)
     cr.add_argument("name")
-    cr.add_argument("--kind", required=True, choices=["command", "python", "pod"])
+    cr.add_argument("--kind", required=True, choices=["command", "python", "django", "pod"])
     cr.add_argument("--target", required=True, help="argv[0] (command), module:function (python)")
     cr.add_argument(
         "--arg", action="append", default=[], dest="args", help="default argument (repeat)"

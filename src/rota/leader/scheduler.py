@@ -124,8 +124,7 @@ def _fire_batch(due: list[tuple[Schedule, datetime]], now: datetime, epoch: int)
             elif earlier and policy == ExecutionPolicy.QUEUE:
                 row.held = True
                 snap = None
-            elif earlier and policy == ExecutionPolicy.REPLACE:
-                out.cancel.extend(earlier)
+            replaced = earlier if policy == ExecutionPolicy.REPLACE else []
             try:
                 with transaction.atomic():
                     FireRecord.objects.create(
@@ -140,6 +139,7 @@ def _fire_batch(due: list[tuple[Schedule, datetime]], now: datetime, epoch: int)
                     row.save(force_insert=True)
             except IntegrityError:
                 continue  # fired already (by an earlier leader): the ledger decides
+            out.cancel.extend(replaced)  # only now: this tick is ours
             counter = "skipped_count" if row.state == RunState.SKIPPED else "fired_count"
             Schedule.objects.filter(id=schedule.id).update(
                 **{counter: F(counter) + 1}, last_fired_at=nominal, cursor_at=nominal

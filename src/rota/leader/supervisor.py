@@ -196,6 +196,7 @@ class Supervisor:
     async def _redispatch_orphans(self) -> bool:
         run_ids = await sql_writer().call(_stale_orphans)
         now = time.monotonic()
+        self._republished = {k: v for k, v in self._republished.items() if now - v < 300}
         did = False
         for run_id in run_ids:
             # Within JetStream's 120 s duplicate window a re-publish is dropped;

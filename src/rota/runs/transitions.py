@@ -350,3 +350,18 @@ class RunStore:
             return advance(s, RunState.ORPHANED, events=event, **common)
 
         return await self._update_owned(seen, build)
+
+
+def cancel_held(run_id: str) -> bool:
+    """Cancel a run the queue policy holds back. It was never dispatched and has
+    no snapshot, so this transition is a compare-and-set on its SQL row alone
+    (held and PENDING → CANCELLED). Runs on the SQL thread."""
+    from datetime import UTC, datetime
+
+    from rota.models import JobRun
+
+    now = datetime.now(UTC)
+    changed = JobRun.objects.filter(id=run_id, held=True, state=RunState.PENDING).update(
+        state=RunState.CANCELLED, held=False, finished_at=now, updated_at=now
+    )
+    return changed == 1

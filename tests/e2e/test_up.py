@@ -360,3 +360,16 @@ def test_certs_init_makes_a_ca_and_node_certificates(tmp_path):
         timeout=60,
     )
     assert x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes()) == ca
+
+
+def test_openapi_and_docs_need_auth_but_health_does_not(stack):
+    import httpx
+
+    assert httpx.get(stack.url + "/health").status_code == 200
+    assert httpx.get(stack.url + "/openapi.json").status_code == 401
+    assert httpx.get(stack.url + "/docs").status_code == 401
+    schema = stack.client.get("/openapi.json")
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    assert "/runs" in paths and "/runs/{run_id}/cancel" in paths and "/schedules" in paths
+    assert stack.client.get("/docs").status_code == 200

@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
 
 import rota
-from rota.api.auth import ADMIN_AUTH, Forbidden, OpsAuth
+from rota.api.auth import ADMIN_AUTH, Forbidden, OpsAuth, require_view
 from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
 from rota.bus.connection import Bus, connect
 from rota.conf import get_settings
@@ -38,6 +38,7 @@ api = NinjaAPI(
     urls_namespace="rota-api",
     docs_url="/docs",
     openapi_url="/openapi.json",
+    docs_decorator=require_view,
 )
 
 

@@ -121,3 +121,25 @@ class OpsAuth(AuthBase):
 
 #: For endpoints that change jobs, schedules or settings.
 ADMIN_AUTH = OpsAuth(ADMIN)
+
+
+def require_view(view):  # type: ignore[no-untyped-def]
+    """Guard a plain Django view (the OpenAPI schema and docs) like an API read:
+    /health is the only endpoint anyone may call."""
+    from functools import wraps
+
+    from django.http import JsonResponse
+
+    guard = OpsAuth(VIEW)
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            user = guard(request)
+        except Forbidden as exc:
+            return JsonResponse({"detail": exc.message}, status=403)
+        if user is None:
+            return JsonResponse({"detail": "Unauthorized"}, status=401)
+        return view(request, *args, **kwargs)
+
+    return wrapped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -80,6 +81,13 @@ async def test_two_schedules_of_one_job_with_names_and_validation(client):  # no
     assert {s["task_params"]["period_type"] for s in listed} == {"daily", "weekly"}
 
 
+def _frozen_clock() -> tuple[datetime, Callable[[], datetime]]:
+    """The start of this minute, and a clock that stays at half past it: tests of
+    tick arithmetic must not depend on when in the minute they run."""
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    return minute, lambda: minute + timedelta(seconds=30)
+
+
 async def _every_second_schedule(policy: str, job_name: str, seconds: float) -> Schedule:
     job = await JobDefinition.objects.acreate(
         name=job_name, kind="command", target="sleep", args=[str(seconds)]
@@ -95,9 +103,9 @@ async def test_scheduler_fires_once_per_tick_and_applies_policies(bus, rota_sett
     from rota.domain.workers import Thresholds
     from rota.leader.scheduler import Scheduler
 
-    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds())
-    now = datetime.now(UTC)
-    base = now.replace(second=0, microsecond=0) - timedelta(minutes=2)
+    minute, clock = _frozen_clock()
+    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds(), clock=clock)
+    base = minute - timedelta(minutes=2)
     sched = {}
     for policy in ("allow", "skip", "queue", "replace"):
         s = await _every_second_schedule(policy, f"job_{policy}", 60)
@@ -108,7 +116,7 @@ async def test_scheduler_fires_once_per_tick_and_applies_policies(bus, rota_sett
     # Two ticks (base+1m, base+2m) per schedule; a second step and a second
     # scheduler (a new leader) create nothing more.
     await scheduler.step()
-    again = Scheduler(bus, epoch=2, thresholds=lambda: Thresholds())
+    again = Scheduler(bus, epoch=2, thresholds=lambda: Thresholds(), clock=clock)
     await again.reload()
     await again.step()
     for policy, s in sched.items():
@@ -147,16 +155,17 @@ async def test_ticks_outside_the_catch_up_window_are_missed(bus):
     from rota.leader.scheduler import Scheduler
 
     job = await JobDefinition.objects.acreate(name="late", kind="command", target="true")
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    minute, clock = _frozen_clock()
     s = await Schedule.objects.acreate(
-        job=job, cron="* * * * *", catch_up_seconds=150, cursor_at=now - timedelta(minutes=10)
+        job=job, cron="* * * * *", catch_up_seconds=150, cursor_at=minute - timedelta(minutes=10)
     )
-    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds())
+    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds(), clock=clock)
     await scheduler.reload()
     await scheduler.step()
     s = await Schedule.objects.aget(id=s.id)
-    # 10 ticks since the cursor: those within 150 s fire, the rest are missed.
-    assert s.fired_count in (2, 3) and s.fired_count + s.missed_count == 10
+    # 10 ticks since the cursor; at minute + 30 s those within 150 s (the last
+    # three) fire, the seven before them are missed.
+    assert (s.fired_count, s.missed_count) == (3, 7)
     assert await JobRun.objects.filter(schedule=s).acount() == s.fired_count
     await asyncio.sleep(0)
 
@@ -168,12 +177,15 @@ async def test_two_schedules_of_one_job_fire_runs_with_their_own_params(bus):
     job = await JobDefinition.objects.acreate(
         name="report", kind="command", target="true", params_schema=SCHEMA
     )
-    base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    minute, clock = _frozen_clock()
     for period in ("daily", "weekly"):
         await Schedule.objects.acreate(
-            job=job, cron="* * * * *", params={"period_type": period}, cursor_at=base
+            job=job,
+            cron="* * * * *",
+            params={"period_type": period},
+            cursor_at=minute - timedelta(minutes=1),
         )
-    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds())
+    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds(), clock=clock)
     await scheduler.reload()
     await scheduler.step()
     params = sorted(
@@ -189,11 +201,11 @@ async def test_a_queued_run_can_be_cancelled(bus, client):  # noqa: F811
     job = await JobDefinition.objects.acreate(
         name="queued_cancel", kind="command", target="sleep", args=["60"]
     )
-    base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    minute, clock = _frozen_clock()
     s = await Schedule.objects.acreate(
-        job=job, cron="* * * * *", execution_policy="queue", cursor_at=base
+        job=job, cron="* * * * *", execution_policy="queue", cursor_at=minute - timedelta(minutes=2)
     )
-    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds())
+    scheduler = Scheduler(bus, epoch=1, thresholds=lambda: Thresholds(), clock=clock)
     await scheduler.reload()
     await scheduler.step()
     held = await JobRun.objects.aget(schedule=s, held=True)

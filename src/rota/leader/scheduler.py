@@ -189,9 +189,16 @@ def _release_queued() -> list[JobRun]:
 
 class Scheduler:
     def __init__(
-        self, bus: Bus, *, epoch: int, thresholds: Callable[[], Thresholds], control=None
-    ) -> None:  # type: ignore[no-untyped-def]
+        self,
+        bus: Bus,
+        *,
+        epoch: int,
+        thresholds: Callable[[], Thresholds],
+        control=None,  # type: ignore[no-untyped-def]
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.bus = bus
+        self.clock = clock
         self.epoch = epoch
         self.thresholds = thresholds
         self.control = control
@@ -205,7 +212,7 @@ class Scheduler:
 
     async def reload(self) -> None:
         schedules, version = await sql_writer().call(_load_schedules)
-        now = datetime.now(UTC)
+        now = self.clock()
         fresh = {s.id: s for s in schedules}
         for sid in set(self.schedules) - set(fresh):
             self.calendar.remove(sid)
@@ -228,7 +235,7 @@ class Scheduler:
             self._checked = time.monotonic()
             if await sql_writer().call(_version) != self._version:
                 await self.reload()
-        now = datetime.now(UTC)
+        now = self.clock()
         horizon = now + timedelta(seconds=self.thresholds().assign_ahead_seconds)
         due = [
             (self.schedules[sid], nominal)

@@ -1,10 +1,11 @@
 """ASGI entry of ``rota server``.
 
 Two Django handlers share one project: paths of the ops UI (sessions, CSRF,
-messages, languages) go through the full middleware list; API paths go through
-none. The API authenticates every call by token, and each of Django's sync
-middleware costs two thread hops per request under ASGI: without them a POST
-/runs spends a fraction of the CPU.
+messages, languages), and API calls that carry no token (a browser calling the
+API with its session: the ops UI's own pages do), go through the full middleware
+list; API calls with a token go through none. A token authenticates the call by
+itself, and each of Django's sync middleware costs two thread hops per request
+under ASGI: without them a POST /runs spends a fraction of the CPU.
 """
 
 from __future__ import annotations
@@ -37,8 +38,20 @@ browser_app = ASGIHandler()
 api_app = ApiASGIHandler()
 
 
+#: Request headers that authenticate an API call without a session.
+TOKEN_HEADERS = (b"authorization", b"x-api-key")
+
+
+def _has_token(scope) -> bool:  # type: ignore[no-untyped-def]
+    return any(name in TOKEN_HEADERS for name, _ in scope.get("headers", ()))
+
+
 async def application(scope, receive, send):  # type: ignore[no-untyped-def]
-    if scope["type"] == "http" and not scope["path"].startswith(BROWSER_PREFIXES):
+    if (
+        scope["type"] == "http"
+        and not scope["path"].startswith(BROWSER_PREFIXES)
+        and _has_token(scope)
+    ):
         await api_app(scope, receive, send)
     else:
         await browser_app(scope, receive, send)

@@ -174,6 +174,14 @@ class JobRun(models.Model):
     log_ref = models.CharField(max_length=300, blank=True)
     #: Supervision, hand-back, cancel and retry events, oldest first (from the snapshot).
     events = models.JSONField(default=list, blank=True)
+    #: Pyoco flow runs: task name -> state (pending, running, succeeded, failed, cancelled).
+    tasks = models.JSONField(default=dict, blank=True)
+    #: Pyoco flow runs: task name -> record (state, timings, error, output preview).
+    task_records = models.JSONField(default=dict, blank=True)
+    #: Records past the size limit were dropped.
+    task_records_truncated = models.BooleanField(default=False)
+    #: The uploaded flow.yaml a run executes (empty for a flow resolved by name).
+    flow_yaml = models.TextField(blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     scheduled_for = models.DateTimeField(null=True, blank=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -46,12 +47,14 @@ def _routers() -> None:
     from rota.api.events import router as events_router
     from rota.api.schedules import router as schedules_router
     from rota.api.settings import router as settings_router
+    from rota.api.streams import router as streams_router
     from rota.api.workers import router as workers_router
 
     api.add_router("", workers_router)
     api.add_router("", settings_router)
     api.add_router("", events_router)
     api.add_router("", schedules_router)
+    api.add_router("", streams_router)
 
 
 _ERRORS = {403: ErrorOut, 404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}
@@ -537,13 +540,17 @@ async def list_runs(  # type: ignore[no-untyped-def]
     request: HttpRequest,
     status: str | None = None,
     job: str | None = None,
+    flow: str | None = None,
     tag: str | None = None,
+    schedule: int | None = None,
+    updated_after: datetime | None = None,
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
 ):
     """Runs from SQL, newest first. ``status`` takes rota states or seed 003's
-    (COMPLETED, ...), comma-separated. ``next_cursor`` is opaque; pass it back as
-    ``cursor`` for the next page."""
+    (COMPLETED, ...), comma-separated; ``updated_after`` is an ISO 8601 instant
+    (a naive one is UTC). ``next_cursor`` is opaque; pass it back as ``cursor``
+    for the next page. An empty system answers an empty page."""
     qs = JobRun.objects.all()
     if status:
         states: list[str] = []
@@ -558,8 +565,16 @@ async def list_runs(  # type: ignore[no-untyped-def]
         qs = qs.filter(state__in=states)
     if job:
         qs = qs.filter(job_name=job)
+    if flow:
+        qs = qs.filter(flow_name=flow)
     if tag:
         qs = qs.filter(tag=tag)
+    if schedule is not None:
+        qs = qs.filter(schedule_id=schedule)
+    if updated_after is not None:
+        if updated_after.tzinfo is None:
+            updated_after = updated_after.replace(tzinfo=UTC)
+        qs = qs.filter(updated_at__gt=updated_after)
     if cursor:
         qs = qs.filter(id__lt=_decode_cursor(cursor))
     rows = [r async for r in qs.order_by("-id")[: limit + 1]]

@@ -8,6 +8,7 @@ import logging
 
 from nats.js import JetStreamContext
 from nats.js.api import (
+    DiscardPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
     RetentionPolicy,
@@ -21,6 +22,10 @@ from rota.conf import RotaSettings
 from rota.domain.workers import Thresholds
 
 log = logging.getLogger(__name__)
+
+#: The live output stream keeps a day, at most 1 GiB; finished runs' output is in SQL.
+LIVE_LOGS_MAX_AGE = 24 * 3600.0
+LIVE_LOGS_MAX_BYTES = 1 << 30
 
 
 def stream_configs(settings: RotaSettings) -> list[StreamConfig]:
@@ -43,6 +48,17 @@ def stream_configs(settings: RotaSettings) -> list[StreamConfig]:
             num_replicas=r,
             max_age=30 * 24 * 3600.0,
             description="rota dead letters: runs that cannot run",
+        ),
+        StreamConfig(
+            name=subjects.LOGS_STREAM,
+            subjects=[f"{subjects.LOGS_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=r,
+            max_age=LIVE_LOGS_MAX_AGE,
+            max_bytes=LIVE_LOGS_MAX_BYTES,
+            discard=DiscardPolicy.OLD,
+            description="rota live run output (the table and the archive keep it after)",
         ),
     ]
 

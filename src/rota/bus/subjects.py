@@ -6,6 +6,9 @@ Streams
                   a worker acks it. Payload: the run's snapshot plus its KV revision.
                   ``Nats-Msg-Id`` = ``<run_id>:<attempt>``.
   ROTA_DLQ        subjects ``rota.dlq.<reason>``; runs that cannot run.
+  ROTA_LOGS       subjects ``rota.logs.<run_id>``; a running run's output in
+                  chunks ``{"a": attempt, "s": stream, "d": text}``, then
+                  ``{"a": attempt, "eof": true}``; kept a day (rota.runs.logs).
 KV buckets
   rota_runs       ``run.<run_id>`` → live RunSnapshot (JSON). Compare-and-set on the
                   revision for every transition. Its stream ``KV_rota_runs`` is read by
@@ -17,7 +20,10 @@ KV buckets
                   max age = the lease TTL, so an unrenewed lease disappears.
   rota_coordination ``epoch`` (leader epoch counter), ``settings`` (thresholds),
                   ``detached.<worker_id>``, ``hidden.<worker_id>``, ``degrade``,
-                  ``clock`` (a write whose timestamp is the server's now).
+                  ``clock`` (a write whose timestamp is the server's now),
+                  ``metrics.histograms`` (run timing histograms: the leader's
+                  projector saves them, a new leader continues from them, and
+                  ``/metrics`` reads them).
 Object stores
   rota_logs       archived run logs (``<run_id>/<attempt>/<stream>``).
 """
@@ -30,6 +36,8 @@ WORK_STREAM = "ROTA_WORK"
 WORK_PREFIX = "rota.work"
 DLQ_STREAM = "ROTA_DLQ"
 DLQ_PREFIX = "rota.dlq"
+LOGS_STREAM = "ROTA_LOGS"
+LOGS_PREFIX = "rota.logs"
 
 RUNS_BUCKET = "rota_runs"
 WORKERS_BUCKET = "rota_workers"
@@ -43,6 +51,7 @@ EPOCH_KEY = "epoch"
 SETTINGS_KEY = "settings"
 DEGRADE_KEY = "degrade"
 CLOCK_KEY = "clock"
+METRICS_HISTOGRAMS_KEY = "metrics.histograms"
 
 PROJECTOR_CONSUMER = "rota_projector"
 
@@ -62,6 +71,10 @@ def work_consumer(tag: str) -> str:
 
 def dlq_subject(reason: str) -> str:
     return f"{DLQ_PREFIX}.{safe_token(reason)}"
+
+
+def log_subject(run_id: str) -> str:
+    return f"{LOGS_PREFIX}.{safe_token(run_id)}"
 
 
 def subleader_key(node_id: str) -> str:

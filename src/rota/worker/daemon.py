@@ -42,6 +42,7 @@ from rota.domain.states import RunState
 from rota.domain.workers import Thresholds, WorkerState
 from rota.runs.dispatch import REV_HEADER, publish_dispatch
 from rota.runs.dlq import dead_letter
+from rota.runs.logs import LiveOutput, live_output
 from rota.runs.transitions import RunStore, Versioned
 from rota.worker.executors.base import Executor, Outcome
 
@@ -643,11 +644,17 @@ class Worker:
                     worker_id=self.worker_id,
                 )
             else:
+                assert self.bus is not None
+                output = LiveOutput(self.bus.nc, snap.run_id, act.version.snap.attempt)
+                token = live_output.set(output)
                 try:
                     outcome = await executor.run(snap, act.cancel)
                 except Exception as exc:  # a bug in rota, not in the job
                     log.exception("executor %s crashed on run %s", snap.kind, snap.run_id)
                     outcome = Outcome(RunState.FAILED, error_summary=f"executor error: {exc}")
+                finally:
+                    live_output.reset(token)
+                    await output.close()
             # Writes nothing if the run was handed back or taken over meanwhile.
             await self.store.finish(act.version, outcome)
             self.completed += 1

@@ -21,6 +21,7 @@ import orjson
 
 from rota.domain.snapshot import OUTPUT_TAIL_BYTES, RunSnapshot, tail
 from rota.domain.states import RunState
+from rota.runs.logs import LiveOutput, live_output
 from rota.worker.executors.base import Outcome, job_environ
 
 #: Longest error_summary an outcome carries.
@@ -117,7 +118,7 @@ class CommandExecutor:
         argv = self.argv(snap)
         env = job_environ(snap)
         loop = asyncio.get_running_loop()
-        capture = _Capture(loop, self.output_limit)
+        capture = _Capture(loop, self.output_limit, live_output.get())
         try:
             transport, _ = await loop.subprocess_exec(
                 lambda: capture,
@@ -217,21 +218,26 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 class _Capture(asyncio.SubprocessProtocol):
-    """Collects a process's output (only the last ``limit`` bytes per stream)
-    and reports its exit and the close of its pipes separately.
+    """Collects a process's output (only the last ``limit`` bytes per stream),
+    passes it on to the run's live output as it comes, and reports its exit and the close of its pipes separately.
 
     ``Process.wait()`` of the high-level API is not enough: it also waits for
     the pipes, which a background grandchild can hold open forever.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, limit: int, live: LiveOutput | None = None
+    ) -> None:
         self.limit = limit
+        self.live = live
         self.buffers = {1: bytearray(), 2: bytearray()}
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self._open = {1, 2}
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if self.live is not None:
+            self.live.write("stdout" if fd == 1 else "stderr", data)
         buf = self.buffers[fd]
         buf += data
         if len(buf) > 2 * self.limit:  # trim in batches, not on every chunk

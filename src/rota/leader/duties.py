@@ -1,6 +1,6 @@
 """What the leader does while it holds the lease: projector, reconciler,
-supervisor and settings publication, all started with its epoch and stopped
-together the moment the lease is lost."""
+supervisor, scheduler, log archival and settings publication, all started with
+its epoch and stopped together the moment the lease is lost."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ async def start_leader_duties(
     from rota.leader.reconciler import Reconciler
     from rota.leader.scheduler import Scheduler
     from rota.leader.supervisor import Supervisor
+    from rota.runs.logs import LogArchiver
     from rota.runs.service import RunService
 
     stop = asyncio.Event()
@@ -108,6 +109,12 @@ async def start_leader_duties(
             )
         ),
         asyncio.create_task(guarded("settings", settings_publisher())),
+        asyncio.create_task(
+            guarded(
+                "log archiver",
+                LogArchiver(bus.js, lambda: thresholds().log_retention_days).run(stop),
+            )
+        ),
     ]
 
     async def stop_all() -> None:

@@ -45,7 +45,9 @@ COMMANDS = {
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs
     ),
     "submit": SimpleNamespace(
-        help="submit a run of a job", add_arguments=client.add_submit, handle=client.handle_submit
+        help="submit a run of a job or a flow",
+        add_arguments=client.add_submit,
+        handle=client.handle_submit,
     ),
     "runs": SimpleNamespace(
         help="list runs", add_arguments=client.add_runs, handle=client.handle_runs
@@ -55,6 +57,24 @@ COMMANDS = {
     ),
     "show": SimpleNamespace(
         help="show one run", add_arguments=client.add_show, handle=client.handle_show
+    ),
+    "watch": SimpleNamespace(
+        help="follow a run (and its tasks) until it ends",
+        add_arguments=client.add_watch,
+        handle=client.handle_watch,
+    ),
+    "tasks": SimpleNamespace(
+        help="the tasks of a flow run", add_arguments=client.add_tasks, handle=client.handle_tasks
+    ),
+    "logs": SimpleNamespace(
+        help="a run's output; -f follows it live",
+        add_arguments=client.add_logs,
+        handle=client.handle_logs,
+    ),
+    "login": SimpleNamespace(
+        help="check and save the API URL and token for later commands",
+        add_arguments=client.add_login,
+        handle=client.handle_login,
     ),
 }
 

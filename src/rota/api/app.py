@@ -55,6 +55,9 @@ def _routers() -> None:
     api.add_router("", events_router)
     api.add_router("", schedules_router)
     api.add_router("", streams_router)
+    from rota.api.metrics import router as metrics_router
+
+    api.add_router("", metrics_router)
 
 
 _ERRORS = {403: ErrorOut, 404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}

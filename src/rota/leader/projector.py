@@ -11,6 +11,7 @@ finished runs goes to RunLog rows, unique per (run, attempt, stream, chunk).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from rota.bus import subjects
 from rota.bus.connection import Bus
 from rota.domain.clock import utc_from_ts as _ts
+from rota.domain.histograms import RunTimings
 from rota.domain.snapshot import RunSnapshot, decode
 from rota.domain.states import is_terminal
+from rota.leader.timings import TimingsStore, observe_firsts, untimed_rows
 from rota.models import JobRun, RunLog
 from rota.runs.sqlwriter import sql_writer
 from rota.steps import run_steps
@@ -67,8 +70,10 @@ def _row_values(s: RunSnapshot) -> dict[str, Any]:
     }
 
 
-def apply_snapshots(snaps: list[RunSnapshot]) -> int:
-    """Apply the newest snapshot of each run to SQL in one transaction. Idempotent."""
+def apply_snapshots(snaps: list[RunSnapshot], timings: RunTimings | None = None) -> int:
+    """Apply the newest snapshot of each run to SQL in one transaction. Idempotent.
+    With ``timings``, observe each run's first claim and first start in it
+    (``rota.leader.timings``) once the transaction has committed."""
     newest: dict[str, RunSnapshot] = {}
     for s in snaps:
         seen = newest.get(s.run_id)
@@ -104,10 +109,13 @@ def apply_snapshots(snaps: list[RunSnapshot]) -> int:
                         )
                     )
     with transaction.atomic():
+        untimed = untimed_rows(list(newest)) if timings is not None else {}
         with connection.cursor() as cur:
             cur.executemany(sql, params)
         if logs:
             RunLog.objects.bulk_create(logs, ignore_conflicts=True)
+    if timings is not None:
+        observe_firsts(timings, newest.values(), untimed)
     return len(newest)
 
 
@@ -118,6 +126,7 @@ class Projector:
         self.bus = bus
         self.batch = batch
         self._sub = None
+        self.timings = TimingsStore(bus)
 
     async def _subscription(self):  # type: ignore[no-untyped-def]
         if self._sub is None:
@@ -142,6 +151,7 @@ class Projector:
         try:
             msgs = await sub.fetch(self.batch, timeout=timeout)
         except (TimeoutError, NatsTimeout):
+            await self.timings.save()
             return 0
         if not msgs:
             return 0
@@ -154,13 +164,19 @@ class Projector:
                 snaps.append(decode(m.data))
             except Exception:  # a value rota did not write: skip it, never stall on it
                 log.warning("projector: undecodable snapshot on %s", m.subject)
-        applied = await sql_writer().call(apply_snapshots, snaps)
+        applied = await sql_writer().call(apply_snapshots, snaps, await self.timings.current())
         # Only after the batch is committed; a failed batch is redelivered after
         # ack_wait (applying it again changes nothing).
         for m in msgs:
             await m.ack()
+        await self.timings.save()
         return applied
 
     async def run(self, stop: asyncio.Event) -> None:
         # step() itself waits up to a second for messages: no idle pause needed.
-        await run_steps("projector", self.step, stop)
+        try:
+            await run_steps("projector", self.step, stop)
+        finally:
+            # Stepping down: keep what was observed since the last save.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.timings.save(force=True), 2)

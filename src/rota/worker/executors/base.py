@@ -12,6 +12,9 @@ implementations:
 - when the run's ``timeout`` passes, ``run`` must stop the work and return
   TIMED_OUT; nothing it started may outlive it.
 - ``close`` releases pooled resources; it must be idempotent.
+- an executor that sees its process's output as it comes passes it on to
+  ``rota.runs.logs.live_output.get()`` (set by the worker around ``run``; None
+  outside a worker) for the live tail; the outcome still carries the tails.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ class Api:
                 ".".join(str(p) for p in d.get("loc", [])[1:]) + ": " + d.get("msg", "")
                 for d in detail
             )
-        hint = None
+        hint = ""
         if r.status_code == 401:
             detail = "the API refused the token"
             hint = f"the token from {self.source} is wrong or revoked: run `rota login`"

@@ -63,6 +63,14 @@ class RotaSettings:
     #: The host project's manage.py for ``django`` jobs (default: the manage.py
     #: the worker was started with, ``python manage.py rota_worker``).
     manage_py: Path | None = None
+    #: Modules whose Pyoco flows and tasks the ``pyoco`` executor knows, besides
+    #: the ``rota.flows`` entry points (``ROTA_FLOW_MODULES``: comma-separated).
+    flow_modules: list[str] = field(default_factory=list)
+    #: Warm child processes kept for the ``pyoco`` executor.
+    pyoco_pool_size: int = 2
+    #: After a cancel, how long a flow gets to stop through ``Engine.cancel``
+    #: before its process is killed.
+    pyoco_cancel_grace_seconds: float = 5.0
 
     @property
     def tls_cert_path(self) -> Path:
@@ -99,6 +107,9 @@ def _coerce(name: str, raw: Any, type_: Any) -> Any:
             return int(raw)
         if kind is float or text_type == "float":
             return float(raw)
+        if text_type.startswith("list"):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return [str(i).strip() for i in items if str(i).strip()]
         if "Path" in text_type:
             return Path(raw) if raw not in ("", None) else None
     except (TypeError, ValueError) as exc:

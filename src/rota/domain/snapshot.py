@@ -57,6 +57,14 @@ class RunSnapshot:
     #: What happened to the run besides its plain path (supervision, hand-back,
     #: cancel, a new attempt): [{"at", "event", "attempt", ...}]. Empty for most runs.
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: Pyoco flow runs (kind ``pyoco``): the flow's name, the uploaded flow.yaml
+    #: it runs (empty for a flow resolved by name), task name -> state, task name
+    #: -> record, and whether records were dropped past the size limit.
+    flow_name: str = ""
+    flow_yaml: str = ""
+    tasks: dict[str, str] = field(default_factory=dict)
+    task_records: dict[str, Any] = field(default_factory=dict)
+    task_records_truncated: bool = False
 
     def encode(self) -> bytes:
         return orjson.dumps(self)

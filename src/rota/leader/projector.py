@@ -49,6 +49,9 @@ _COLUMNS = (
     "continuation_state",
     "continuation_check_deadline_at",
     "events",
+    "tasks",
+    "task_records",
+    "task_records_truncated",
     *_TIME_FIELDS,
 )
 
@@ -66,6 +69,9 @@ def _row_values(s: RunSnapshot) -> dict[str, Any]:
         "continuation_state": s.continuation_state,
         "continuation_check_deadline_at": _ts(s.continuation_deadline_at),
         "events": s.events,
+        "tasks": s.tasks,
+        "task_records": s.task_records,
+        "task_records_truncated": s.task_records_truncated,
         **{f: _ts(getattr(s, f)) for f in _TIME_FIELDS},
     }
 

@@ -164,6 +164,37 @@ class RunStore:
             current = await self.get(mine.snap.run_id)
         return current
 
+    async def progress(
+        self,
+        mine: Versioned,
+        *,
+        tasks: dict[str, str],
+        task_records: dict[str, Any],
+        truncated: bool,
+    ) -> Versioned | None:
+        """Record a flow's task states and records on a run this worker owns.
+
+        Only these progress fields change, never the run's state (a CANCELLING
+        run stays CANCELLING). Returns the current version, or None if the run
+        is no longer ours."""
+
+        def build(s: RunSnapshot) -> RunSnapshot | None:
+            if (s.tasks, s.task_records, s.task_records_truncated) == (
+                tasks,
+                task_records,
+                truncated,
+            ):
+                return None
+            return advance(
+                s,
+                s.state,
+                tasks=tasks,
+                task_records=task_records,
+                task_records_truncated=truncated,
+            )
+
+        return await self._update_owned(mine, build)
+
     async def release(self, mine: Versioned) -> Versioned | None:
         """Hand a run back (graceful shutdown past its grace): → ORPHANED, no owner."""
         current: Versioned | None = mine

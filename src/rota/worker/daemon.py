@@ -63,11 +63,17 @@ class Active:
 
 def default_executors(settings: RotaSettings) -> dict[str, Executor]:
     from rota.worker.executors.command import CommandExecutor
+    from rota.worker.executors.pyoco import PyocoExecutor
     from rota.worker.executors.python import PythonExecutor
 
     executors: dict[str, Executor] = {
         "command": CommandExecutor(),
         "python": PythonExecutor(size=settings.python_pool_size or os.cpu_count() or 1),
+        "pyoco": PyocoExecutor(
+            settings.flow_modules,
+            size=settings.pyoco_pool_size,
+            cancel_grace=settings.pyoco_cancel_grace_seconds,
+        ),
     }
     from rota.worker.executors.django import DjangoExecutor, find_manage_py
 
@@ -135,6 +141,11 @@ class Worker:
             from rota.pods.executor import PodExecutor
 
             self.executors["pod"] = PodExecutor(self.bus)
+        for executor in self.executors.values():
+            # Executors that report progress (pyoco's task states) report to us.
+            bind = getattr(executor, "bind_progress", None)
+            if bind is not None:
+                bind(self._progress)
         if self.pods_config is not None:
             from rota.pods.host import PodHost
 
@@ -519,6 +530,18 @@ class Worker:
                     self._follow(act, None)
                 elif current.snap.state == RunState.CANCELLING:
                     self._follow(act, current)
+
+    async def _progress(
+        self, run_id: str, tasks: dict[str, str], records: dict[str, Any], truncated: bool
+    ) -> None:
+        """An executor's progress of a run we execute, onto its snapshot."""
+        act = self.active.get(run_id)
+        if act is None or self.store is None:
+            return
+        current = await self.store.progress(
+            act.version, tasks=tasks, task_records=records, truncated=truncated
+        )
+        self._follow(act, current)
 
     def _follow(self, act: Active, current: Versioned | None) -> None:
         """Take in what the store says about a run we execute."""

@@ -16,6 +16,7 @@ environment. Loop and switch expressions go through Pyoco's restricted evaluator
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import os
 import tempfile
@@ -211,3 +212,15 @@ def flow_from_yaml(text: str, reg: Registry, *, flow_name: str = "main") -> Yaml
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def yaml_info(text: str) -> dict[str, Any]:
+    """Seed 003's ``workflow_yaml_sha256`` and ``workflow_yaml_bytes`` of a run's
+    flow.yaml (None for a run without one)."""
+    if not text:
+        return {"workflow_yaml_sha256": None, "workflow_yaml_bytes": None}
+    data = text.encode()
+    return {
+        "workflow_yaml_sha256": hashlib.sha256(data).hexdigest(),
+        "workflow_yaml_bytes": len(data),
+    }

@@ -24,6 +24,7 @@ from rota.domain.params import check_schema
 from rota.domain.snapshot import RunSnapshot
 from rota.domain.states import RunState, seed003_status
 from rota.errors import BackendUnavailable, Conflict, InvalidInput, NotFound, RotaError
+from rota.flows import yaml_info
 from rota.models import JobDefinition, JobRun, RunLog
 from rota.runs.service import RunRequest, RunService
 from rota.runs.sqlwriter import sql_writer
@@ -45,6 +46,7 @@ api = NinjaAPI(
 
 def _routers() -> None:
     from rota.api.events import router as events_router
+    from rota.api.flows import router as flows_router
     from rota.api.schedules import router as schedules_router
     from rota.api.settings import router as settings_router
     from rota.api.streams import router as streams_router
@@ -54,6 +56,7 @@ def _routers() -> None:
     api.add_router("", settings_router)
     api.add_router("", events_router)
     api.add_router("", schedules_router)
+    api.add_router("", flows_router)
     api.add_router("", streams_router)
     from rota.api.metrics import router as metrics_router
 
@@ -116,7 +119,7 @@ def run_from_snapshot(s: RunSnapshot, row: JobRun | None = None) -> dict[str, An
     return {
         "run_id": s.run_id,
         "job": s.job,
-        "flow_name": row.flow_name if row else "",
+        "flow_name": s.flow_name or (row.flow_name if row else ""),
         "kind": s.kind,
         "state": s.state,
         "status": seed003_status(s.state),
@@ -143,6 +146,9 @@ def run_from_snapshot(s: RunSnapshot, row: JobRun | None = None) -> dict[str, An
         "updated_at": _dt(s.updated_at),
         "log_ref": row.log_ref if row else "",
         "events": s.events,
+        "tasks": s.tasks,
+        "task_records_truncated": s.task_records_truncated,
+        **yaml_info(s.flow_yaml),
     }
 
 
@@ -178,6 +184,9 @@ def run_from_row(r: JobRun, logs: dict[str, str] | None = None) -> dict[str, Any
         "updated_at": r.updated_at,
         "log_ref": r.log_ref,
         "events": r.events,
+        "tasks": r.tasks,
+        "task_records_truncated": r.task_records_truncated,
+        **yaml_info(r.flow_yaml),
     }
 
 
@@ -353,9 +362,16 @@ async def delete_job(request: HttpRequest, name: str):  # type: ignore[no-untype
 
 @api.post("/runs", response={201: RunOut, 200: RunOut, **_ERRORS}, tags=["runs"])
 async def submit_run(request: HttpRequest, body: RunIn):  # type: ignore[no-untyped-def]
-    """Submit a run of a job. Params are merged over the job's defaults and
-    validated against its schema. With an ``Idempotency-Key`` header, a repeat
-    returns the first run with 200."""
+    """Submit a run of a job, or of a Pyoco flow (``flow_name``; unknown: 404).
+    A job's params are merged over its defaults and validated against its
+    schema. With an ``Idempotency-Key`` header, a repeat returns the first run
+    with 200."""
+    if (body.job is None) == (body.flow_name is None):
+        raise InvalidInput("give exactly one of 'job' and 'flow_name'", field="job")
+    if body.flow_name is not None:
+        from rota.api.flows import submit_flow
+
+        return await submit_flow(request, body)
     # Through the run path's SQL thread: one persistent connection, instead of a
     # new one in the request's thread for every submission.
     job = await sql_writer().call(_job_named, body.job)
@@ -381,15 +397,24 @@ def _job_named(name: str) -> JobDefinition | None:
 
 
 @api.get("/runs/{run_id}", response={200: RunOut, **_ERRORS}, tags=["runs"])
-async def get_run(request: HttpRequest, run_id: str):  # type: ignore[no-untyped-def]
-    """A run's live state: its KV snapshot, or its SQL row once the snapshot expired."""
+async def get_run(request: HttpRequest, run_id: str, include: str | None = None):  # type: ignore[no-untyped-def]
+    """A run's live state: its KV snapshot, or its SQL row once the snapshot
+    expired. ``include=records`` adds a flow run's task records."""
+    from rota.api.flows import wants_records
+
     row = await JobRun.objects.filter(id=run_id).afirst()
     if row is None:
         raise NotFound(f"no run {run_id!r}")
     current = await RunStore((await get_bus()).runs).get(run_id)
     if current is not None:
-        return run_from_snapshot(current.snap, row)
-    return run_from_row(row, (await _logs_of([row.id])).get(row.id))
+        out = run_from_snapshot(current.snap, row)
+        records = current.snap.task_records
+    else:
+        out = run_from_row(row, (await _logs_of([row.id])).get(row.id))
+        records = row.task_records
+    if wants_records(include):
+        out["task_records"] = records
+    return out
 
 
 async def _logs_of(run_ids: list[str]) -> dict[str, dict[str, str]]:

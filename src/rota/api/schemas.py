@@ -46,9 +46,14 @@ class JobOut(Schema):
 
 
 class RunIn(Schema):
-    job: str = Field(..., min_length=1)
+    """A run of a job, or of a Pyoco flow by name: exactly one of ``job`` and ``flow_name``."""
+
+    job: str | None = Field(None, min_length=1)
+    flow_name: str | None = Field(None, min_length=1, max_length=200)
     params: dict[str, Any] = {}
-    tag: str | None = None
+    tag: str | None = Field(None, min_length=1, max_length=100)
+    #: Tags of a flow run (a job's runs take the job's tags).
+    tags: list[str] = []
 
 
 class RunOut(Schema):
@@ -83,6 +88,25 @@ class RunOut(Schema):
     log_ref: str = ""
     #: Supervision, hand-back, cancel and retry events, oldest first.
     events: list[dict[str, Any]] = []
+    #: Pyoco flow runs: task name -> state (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED).
+    tasks: dict[str, str] = {}
+    #: Task name -> record; only with ``include=records``.
+    task_records: dict[str, Any] | None = None
+    #: Records past the size limit were cut or dropped.
+    task_records_truncated: bool = False
+    #: The uploaded flow.yaml of the run, if any: its SHA-256 and size.
+    workflow_yaml_sha256: str | None = None
+    workflow_yaml_bytes: int | None = None
+
+
+class TasksOut(Schema):
+    run_id: str
+    flow_name: str
+    state: str
+    status: str
+    tasks: dict[str, str]
+    task_records: dict[str, Any] | None = None
+    task_records_truncated: bool = False
 
 
 class RunPage(Schema):

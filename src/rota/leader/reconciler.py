@@ -41,7 +41,7 @@ class Reconciler:
 
     async def step(self) -> int:
         rows = await sql_writer().call(self._undispatched)
-        snaps = [snapshot_for(r, r.job) for r in rows if r.job is not None]
+        snaps = [snapshot_for(r, r.job) for r in rows if r.job is not None or r.flow_name]
         if snaps:
             log.info("reconciler: dispatching %d run(s) a crash left undispatched", len(snaps))
             await self.service.dispatch(snaps)

@@ -61,6 +61,7 @@ def prepare(request: RunRequest, *, validate: bool = True) -> tuple[JobRun, RunS
         job=job,
         job_name=job.name,
         kind=job.kind,
+        flow_name=job.target if job.kind == "pyoco" else "",
         params=params,
         params_hash=params_hash(params),
         tag=tag,
@@ -77,20 +78,57 @@ def prepare(request: RunRequest, *, validate: bool = True) -> tuple[JobRun, RunS
     return row, snap
 
 
-def snapshot_for(row: JobRun, job: JobDefinition, *, now: float | None = None) -> RunSnapshot:
-    """The first snapshot of a run (also rebuilt from SQL by the reconciler)."""
+def prepare_flow(
+    flow_name: str,
+    params: dict[str, Any],
+    *,
+    tag: str | None = None,
+    tags: list[str] | None = None,
+    flow_yaml: str = "",
+    idempotency_key: str | None = None,
+) -> tuple[JobRun, RunSnapshot]:
+    """The SQL row and first snapshot of a run of a Pyoco flow that no job
+    defines (by name, or an uploaded flow.yaml). The caller checked the flow."""
+    now = time.time()
+    created = datetime.fromtimestamp(now, tz=UTC)
+    tags = list(tags or [])
+    row = JobRun(
+        id=new_run_id(),
+        job=None,
+        job_name="",
+        flow_name=flow_name,
+        flow_yaml=flow_yaml,
+        kind="pyoco",
+        params=params,
+        params_hash=params_hash(params),
+        tag=tag or (tags[0] if tags else "default"),
+        tags=tags,
+        idempotency_key=idempotency_key,
+        created_at=created,
+        updated_at=created,
+    )
+    return row, snapshot_for(row, None, now=now)
+
+
+def snapshot_for(
+    row: JobRun, job: JobDefinition | None, *, now: float | None = None
+) -> RunSnapshot:
+    """The first snapshot of a run (also rebuilt from SQL by the reconciler).
+    ``job`` is None for a flow run no job defines."""
     now = time.time() if now is None else now
     return RunSnapshot(
         run_id=row.id,
-        job=job.name,
-        kind=job.kind,
-        target=job.target,
-        args=[str(a) for a in job.args],
+        job=job.name if job else row.job_name,
+        kind=job.kind if job else row.kind,
+        target=job.target if job else row.flow_name,
+        args=[str(a) for a in job.args] if job else [],
         params=row.params,
         tag=row.tag,
         tags=list(row.tags),
-        timeout=job.timeout_seconds,
-        max_attempts=job.max_attempts,
+        timeout=job.timeout_seconds if job else None,
+        max_attempts=job.max_attempts if job else 3,
+        flow_name=row.flow_name,
+        flow_yaml=row.flow_yaml,
         attempt=row.attempt,
         leader_epoch=row.leader_epoch,
         created_at=row.created_at.timestamp(),
@@ -107,13 +145,17 @@ class RunService:
     async def submit(self, request: RunRequest) -> tuple[JobRun, bool]:
         """Create and dispatch one run. Returns (run, created); with an
         Idempotency-Key that was used before, the earlier run and False."""
-        row, snap = prepare(request)
+        return await self.submit_prepared(*prepare(request))
+
+    async def submit_prepared(self, row: JobRun, snap: RunSnapshot) -> tuple[JobRun, bool]:
+        """Create and dispatch the run ``row``/``snap`` describe (from
+        :func:`prepare` or :func:`prepare_flow`); see :meth:`submit`."""
         try:
             await sql_writer().insert(row)
         except IntegrityError:
-            if request.idempotency_key is None:
+            if row.idempotency_key is None:
                 raise
-            existing = await JobRun.objects.aget(idempotency_key=request.idempotency_key)
+            existing = await JobRun.objects.aget(idempotency_key=row.idempotency_key)
             return existing, False
         await self.dispatch([snap])
         return row, True

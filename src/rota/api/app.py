@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
 
 import rota
+from rota.api import flows as flows_api
 from rota.api.auth import ADMIN_AUTH, Forbidden, OpsAuth, require_view
 from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
 from rota.bus.connection import Bus, connect
@@ -390,6 +391,12 @@ async def submit_run(request: HttpRequest, body: RunIn):  # type: ignore[no-unty
         return Status(201, run_from_row(run))
     current = await RunStore(bus.runs).get(run.id)
     return Status(200, run_from_snapshot(current.snap, run) if current else run_from_row(run))
+
+
+# Before /runs/{run_id}, whose URL pattern would take this path.
+api.post("/runs/yaml", response=flows_api.YAML_RESPONSES, tags=["runs"])(
+    flows_api.submit_flow_yaml
+)
 
 
 def _job_named(name: str) -> JobDefinition | None:

@@ -72,7 +72,11 @@ async def submit_flow(request: HttpRequest, body: RunIn) -> Status:
     return await _submit(request, row, snap)
 
 
-@router.post("/runs/yaml", response={201: RunOut, 200: RunOut, 413: ErrorOut, **_ERRORS})
+#: Responses of ``POST /runs/yaml``. It is registered in :mod:`rota.api.app`, before
+#: ``/runs/{run_id}``, whose pattern would otherwise take the path.
+YAML_RESPONSES = {201: RunOut, 200: RunOut, 413: ErrorOut, **_ERRORS}
+
+
 async def submit_flow_yaml(  # type: ignore[no-untyped-def]
     request: HttpRequest,
     flow: UploadedFile | None = File(None),

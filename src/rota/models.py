@@ -174,7 +174,7 @@ class JobRun(models.Model):
     log_ref = models.CharField(max_length=300, blank=True)
     #: Supervision, hand-back, cancel and retry events, oldest first (from the snapshot).
     events = models.JSONField(default=list, blank=True)
-    #: Pyoco flow runs: task name -> state (pending, running, succeeded, failed, cancelled).
+    #: Pyoco flow runs: task name -> state (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED).
     tasks = models.JSONField(default=dict, blank=True)
     #: Pyoco flow runs: task name -> record (state, timings, error, output preview).
     task_records = models.JSONField(default=dict, blank=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from rota.domain.taskrecords import fit_records, first_failure
+from rota.domain.taskrecords import first_failure, fit_records
 from rota.flows import FlowError, flow_from_yaml, load_registry
 
 REG = load_registry(["rota.contrib.example_flows"], entry_points=False)

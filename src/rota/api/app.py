@@ -394,9 +394,7 @@ async def submit_run(request: HttpRequest, body: RunIn):  # type: ignore[no-unty
 
 
 # Before /runs/{run_id}, whose URL pattern would take this path.
-api.post("/runs/yaml", response=flows_api.YAML_RESPONSES, tags=["runs"])(
-    flows_api.submit_flow_yaml
-)
+api.post("/runs/yaml", response=flows_api.YAML_RESPONSES, tags=["runs"])(flows_api.submit_flow_yaml)
 
 
 def _job_named(name: str) -> JobDefinition | None:

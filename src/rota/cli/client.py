@@ -431,7 +431,7 @@ def add_tasks(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", action="store_true", help="include each task's record")
 
 
-TASK_COLUMNS = ["task", "state", "started_at", "finished_at", "error"]
+TASK_COLUMNS = ["task", "state", "duration_ms", "error"]
 
 
 def handle_tasks(args: argparse.Namespace) -> int:
@@ -442,26 +442,22 @@ def handle_tasks(args: argparse.Namespace) -> int:
     if args.json:
         emit(args, body)
         return 0
-    records = body.get("records") or body.get("task_records") or {}
-    rows = []
-    tasks = body.get("tasks") or {}
-    items = tasks.items() if isinstance(tasks, dict) else ((t["name"], t) for t in tasks)
-    for name, value in items:
-        state = value.get("state") if isinstance(value, dict) else value
-        rec = records.get(name, value if isinstance(value, dict) else {}) or {}
-        rows.append(
-            {
-                "task": name,
-                "state": state,
-                "started_at": rec.get("started_at"),
-                "finished_at": rec.get("finished_at"),
-                "error": rec.get("error"),
-            }
-        )
+    records = body.get("task_records") or {}
+    rows = [
+        {
+            "task": name,
+            "state": state,
+            "duration_ms": (records.get(name) or {}).get("duration_ms"),
+            "error": (records.get(name) or {}).get("error"),
+        }
+        for name, state in (body.get("tasks") or {}).items()
+    ]
     if not rows:
         print("this run has no tasks (only Pyoco flow runs have)", file=sys.stderr)
         return 0
-    emit(args, rows, TASK_COLUMNS)
+    emit(args, rows, TASK_COLUMNS if args.records else ["task", "state"])
+    if body.get("task_records_truncated"):
+        print("(some task records were dropped: they passed the size limit)", file=sys.stderr)
     return 0
 
 

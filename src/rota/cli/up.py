@@ -198,6 +198,8 @@ def handle(args: argparse.Namespace) -> int:
         "ROTA_GRPC_HOST": "127.0.0.1",
         "ROTA_GRPC_PORT": "0",
         "ROTA_API_URL": api_url,
+        # The example flows (rota.contrib.example_flows), unless you name your own.
+        "ROTA_FLOW_MODULES": os.environ.get("ROTA_FLOW_MODULES", "rota.contrib.example_flows"),
     }
     os.environ.update(env)
     try:

@@ -134,3 +134,32 @@ def test_login_saves_a_checked_token_for_later_commands(jobs, tmp_path):
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
     listed = rota("runs", "--job", "counter", env=bare)
     assert listed.returncode == 0, listed.stderr
+
+
+def test_flows_by_name_and_as_yaml_with_task_progress(jobs, tmp_path):
+    env = jobs.env()
+    out = rota("submit", "--flow", "etl", "count=4", "--wait", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "SUCCEEDED" in out.stdout
+    # --wait showed the tasks as they went (on stderr; --json keeps quiet).
+    assert "tasks 3/3: extract=" in out.stderr, out.stderr
+    run_id = out.stderr.split()[0]
+    run = json.loads(rota("show", run_id, "--json", env=env).stdout)
+    assert run["state"] == "SUCCEEDED" and run["flow_name"] == "etl"
+    tasks = rota("tasks", run["run_id"], "--records", env=env)
+    assert tasks.returncode == 0, tasks.stderr
+    lines = tasks.stdout.splitlines()
+    assert lines[0].split()[:2] == ["TASK", "STATE"]
+    assert [line.split()[0] for line in lines[1:]] == ["extract", "transform", "load"]
+
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("version: 1\nflow:\n  graph: |\n    prepare >> explode >> never\n")
+    failed = rota("submit", "--yaml", str(flow), "--wait", "--json", env=env)
+    assert failed.returncode == 1
+    body = json.loads(failed.stdout)
+    assert body["state"] == "FAILED" and "explode" in body["error_summary"]
+    tasks = json.loads(rota("tasks", body["run_id"], "--records", "--json", env=env).stdout)
+    assert "boom" in tasks["task_records"]["explode"]["error"]
+
+    unknown = rota("submit", "--flow", "nope", env=env)
+    assert unknown.returncode == 2 and "nope" in unknown.stderr

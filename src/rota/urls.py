@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from rota.api.app import api
 
-urlpatterns = [path("", api.urls)]
+urlpatterns = [path("ops/", include("rota.ops.urls")), path("", api.urls)]

@@ -7,6 +7,7 @@ import sys
 from types import SimpleNamespace
 
 from rota.cli import (
+    assets,
     certs,
     client,
     doctor,
@@ -41,6 +42,7 @@ COMMANDS = {
         handle=schedules.handle_events,
     ),
     "doctor": doctor,
+    "assets": assets,
     "jobs": SimpleNamespace(
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs
     ),

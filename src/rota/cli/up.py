@@ -211,6 +211,7 @@ def handle(args: argparse.Namespace) -> int:
 
         call_command("migrate", interactive=False, verbosity=0)
         password, token = _bootstrap_admin(data_dir)
+        _ensure_ops_assets()
         _ensure_nats_resources()
         env["ROTA_API_TOKEN"] = token
         _write_private(
@@ -248,6 +249,20 @@ def handle(args: argparse.Namespace) -> int:
         return 1 if crashed else 0
     finally:
         stack.stop()
+
+
+def _ensure_ops_assets() -> None:
+    """The ops UI's browser assets, fetched with npm the first time. Without
+    them the API and the workers still run: say so and go on."""
+    from rota.ops.assets import AssetsError, assets_present, ensure_assets
+
+    if assets_present():
+        return
+    print("rota: installing the ops UI's assets with npm (once)", file=sys.stderr)
+    try:
+        ensure_assets()
+    except AssetsError as exc:
+        print(f"rota: warning: the ops UI has no styles or scripts: {exc}", file=sys.stderr)
 
 
 def _ensure_nats_resources() -> None:

@@ -52,7 +52,7 @@ def test_log_in_as_each_role(context, admin_password, username, role):
     bad.fill("#id_username", username)
     bad.fill("#id_password", "not-the-password")
     bad.click("button[type=submit]")
-    assert bad.locator(".alert-danger").is_visible()
+    assert bad.locator("#ops-login-error").is_visible()
     bad.goto("/ops/")
     assert "/ops/login/" in bad.url
     other.close()

@@ -352,8 +352,8 @@
 
   function countText(n, exact, cap) {
     if (exact) { return n.toLocaleString(); }
-    if (n > cap + 1) { return t("about") + " " + n.toLocaleString(); }
-    return t("more_than") + " " + cap.toLocaleString();
+    if (n > cap + 1) { return t("about").replace("{n}", n.toLocaleString()); }
+    return t("more_than").replace("{n}", cap.toLocaleString());
   }
 
   function runsTable(el) {

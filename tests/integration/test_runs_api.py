@@ -219,3 +219,31 @@ async def test_logs_past_retention_move_to_the_object_store(bus, client):  # noq
     body = (await client.get(f"/runs/{run_id}/logs", {"attempt": 1})).json()
     assert body["stdout"] == "first try\n"
     await asyncio.sleep(0)
+
+
+async def test_inputs_schemathesis_found_are_4xx_with_detail(client):  # noqa: F811
+    """Each of these was a 500 (found by bench/schemathesis_api.py)."""
+    r = await client.post(
+        "/jobs",
+        {"name": "huge", "kind": "command", "target": "true", "default_params": {"n": -(2**70)}},
+        content_type="application/json",
+    )
+    assert r.status_code == 422 and "64-bit" in r.json()["detail"]
+    await JobDefinition.objects.acreate(name="patched", kind="command", target="true")
+    for field in ("target", "args", "enabled", "default_params"):
+        r = await client.client.patch(
+            "/jobs/patched",
+            {field: None},
+            content_type="application/json",
+            headers=client.auth,
+        )
+        assert r.status_code == 422 and field in r.json()["detail"], (field, r.content)
+    r = await client.get("/runs", {"schedule": str(-(2**70))})
+    assert r.status_code == 422
+    r = await client.client.patch(
+        "/settings",
+        {"grpc_timeout_seconds": 5e-324},
+        content_type="application/json",
+        headers=client.auth,
+    )
+    assert r.status_code == 422

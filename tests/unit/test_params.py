@@ -148,7 +148,7 @@ def test_empty_schema_accepts_anything(params):
 
 
 @settings(max_examples=50)
-@given(st.dictionaries(st.text(max_size=8), st.integers(), max_size=5))
+@given(st.dictionaries(st.text(max_size=8), st.integers(-(2**63), 2**63 - 1), max_size=5))
 def test_validation_result_does_not_depend_on_schema_key_order(params):
     schema = {"type": "object", "additionalProperties": {"type": "integer"}}
     reordered = {"additionalProperties": {"type": "integer"}, "type": "object"}
@@ -224,3 +224,12 @@ def test_params_hash_shape():
     assert len(h) == 16
     int(h, 16)
     assert params_hash({"a": 1}) == h
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, {"deep": [2**70]}])
+def test_integers_beyond_64_bits_are_refused_with_the_field(value):
+    from rota.domain.params import validate_params
+
+    with pytest.raises(InvalidInput) as info:
+        validate_params({}, {"n": value})
+    assert info.value.field == "params" and "64-bit" in info.value.message

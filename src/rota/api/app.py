@@ -251,10 +251,10 @@ async def health(request: HttpRequest):  # type: ignore[no-untyped-def]
 async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-untyped-def]
     """Define a job: what to run (kind and target), its arguments, timeout,
     routing tags and parameter JSON Schema."""
-    check_schema(body.params_schema)
-    if body.default_params and body.params_schema:
-        from rota.domain.params import validate_params
+    from rota.domain.params import validate_params
 
+    check_schema(body.params_schema)
+    if body.default_params:
         validate_params(body.params_schema, body.default_params)
     try:
         job = await JobDefinition.objects.acreate(
@@ -332,6 +332,9 @@ async def update_job(request: HttpRequest, name: str, body: JobPatch):  # type: 
     from rota.audit import actor_of, record
 
     changes = body.dict(exclude_unset=True)
+    for key, value in changes.items():
+        if value is None and key != "timeout":  # only the timeout may be unset
+            raise InvalidInput(f"{key} may not be null", field=key)
     job = await sql_writer().call(_patch_job, name, changes)
     await record(actor_of(request), "job.update", name, **{k: str(v) for k, v in changes.items()})
     return job_out(job)
@@ -575,7 +578,7 @@ async def list_runs(  # type: ignore[no-untyped-def]
     job: str | None = None,
     flow: str | None = None,
     tag: str | None = None,
-    schedule: int | None = None,
+    schedule: int | None = Query(None, ge=1, le=2**63 - 1),
     updated_after: datetime | None = None,
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),

@@ -16,13 +16,13 @@ router = Router(tags=["settings"])
 
 class SettingsPatch(Schema):
     continuation_retries: int | None = Field(None, ge=1, le=20)
-    continuation_interval_seconds: float | None = Field(None, gt=0, le=60)
+    continuation_interval_seconds: float | None = Field(None, ge=0.05, le=60)
     log_retention_days: int | None = Field(None, ge=1, le=3650)
-    heartbeat_interval_seconds: float | None = Field(None, gt=0, le=60)
-    heartbeat_ttl_seconds: float | None = Field(None, gt=0, le=600)
+    heartbeat_interval_seconds: float | None = Field(None, ge=0.1, le=60)
+    heartbeat_ttl_seconds: float | None = Field(None, ge=0.3, le=600)
     leader_lease_seconds: float | None = Field(None, ge=1, le=120)
     assign_ahead_seconds: float | None = Field(None, ge=0, le=300)
-    grpc_timeout_seconds: float | None = Field(None, gt=0, le=60)
+    grpc_timeout_seconds: float | None = Field(None, ge=0.05, le=60)
     grpc_retries: int | None = Field(None, ge=0, le=10)
     degrade_cooldown_seconds: float | None = Field(None, ge=0, le=3600)
 

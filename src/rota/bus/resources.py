@@ -168,4 +168,7 @@ async def set_lease_ttl(js: JetStreamContext, seconds: float) -> None:
     info = await js.stream_info(f"KV_{subjects.LEASES_BUCKET}")
     if info.config.max_age != seconds:
         info.config.max_age = seconds
+        # JetStream refuses a duplicate window longer than the max age.
+        if info.config.duplicate_window and info.config.duplicate_window > seconds:
+            info.config.duplicate_window = seconds
         await js.update_stream(info.config)

@@ -19,8 +19,18 @@ def _validator(schema_json: bytes) -> Draft202012Validator:
     return Draft202012Validator(orjson.loads(schema_json))
 
 
+def ensure_json(value: Any, field: str) -> None:
+    """Raise InvalidInput if ``value`` cannot travel as rota's JSON (snapshots,
+    dispatch messages): integers beyond 64 bits, mostly."""
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise InvalidInput(f"{field}: {exc}", field=field) from None
+
+
 def check_schema(schema: dict[str, Any]) -> None:
     """Raise InvalidInput if ``schema`` is not a valid JSON Schema."""
+    ensure_json(schema, "params_schema")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -37,6 +47,7 @@ def merge_params(defaults: dict[str, Any], given: dict[str, Any] | None) -> dict
 
 def validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
     """Raise InvalidInput naming the first offending field (by JSON path)."""
+    ensure_json(params, "params")
     if not schema:
         return
     validator = _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))

@@ -213,10 +213,21 @@ class JobRun(models.Model):
             models.Index(fields=["flow_name", "-id"], name="rota_run_flow"),
             models.Index(fields=["tag", "-id"], name="rota_run_tag"),
             models.Index(fields=["worker_id", "state"], name="rota_run_worker"),
-            models.Index(fields=["scheduled_for"], name="rota_run_scheduled"),
             models.Index(fields=["updated_at"], name="rota_run_updated"),
             models.Index(fields=["schedule", "-id"], name="rota_run_schedule"),
             models.Index(fields=["job_name", "params_hash", "state"], name="rota_run_lock"),
+            # The ops UI's runs table: one index scan per sort column, id as tiebreak
+            # (this one also serves what the (scheduled_for) index of 0001 did).
+            models.Index(fields=["scheduled_for", "id"], name="rota_ops_run_scheduled"),
+            models.Index(fields=["started_at", "id"], name="rota_ops_run_started"),
+            models.Index(fields=["finished_at", "id"], name="rota_ops_run_finished"),
+            models.Index(fields=["worker_id", "id"], name="rota_ops_run_worker"),
+            # Its search by worker id prefix (LIKE 'x%'; PostgreSQL only, elsewhere a plain index).
+            models.Index(
+                fields=["worker_id"],
+                name="rota_ops_run_worker_like",
+                opclasses=["varchar_pattern_ops"],
+            ),
             # The reconciler's outbox query touches only undispatched rows.
             models.Index(
                 fields=["created_at"],

@@ -132,4 +132,3 @@ def admin_password(ui_stack) -> str:
 
 def worker_env(stack: Stack) -> dict[str, str]:
     return {**stack.env(), "PYTHONPATH": str(ROOT), "ROTA_SHUTDOWN_GRACE_SECONDS": "2"}
-

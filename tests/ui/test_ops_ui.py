@@ -26,7 +26,13 @@ def _define(stack, name: str, **job) -> None:  # type: ignore[no-untyped-def]
 
 
 def _running_run(stack, job: str) -> str:  # type: ignore[no-untyped-def]
-    _define(stack, job, kind="command", target=sys.executable, args=["-c", "import time; time.sleep(60)"])
+    _define(
+        stack,
+        job,
+        kind="command",
+        target=sys.executable,
+        args=["-c", "import time; time.sleep(60)"],
+    )
     run_id = stack.client.post("/runs", json={"job": job}).json()["run_id"]
     wait_for(lambda: stack.client.get(f"/runs/{run_id}").json()["state"] == "RUNNING", timeout=30)
     return run_id
@@ -38,7 +44,12 @@ def _first_worker(stack) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     "username, role",
-    [("viewer", "ops_view"), ("operator", "ops_operator"), ("opsadmin", "ops_admin"), ("admin", "ops_admin")],
+    [
+        ("viewer", "ops_view"),
+        ("operator", "ops_operator"),
+        ("opsadmin", "ops_admin"),
+        ("admin", "ops_admin"),
+    ],
 )
 def test_log_in_as_each_role(context, admin_password, username, role):
     page = login(context, username)
@@ -195,11 +206,13 @@ def test_runs_table_keeps_page_3_and_search_across_a_live_refresh(context, ui_st
     django_script(
         ui_stack,
         "from rota.domain.ids import new_run_id\n"
-        "from rota.models import JobRun\n"
-        "JobRun.objects.bulk_create([JobRun(id=new_run_id(), job_name='bulk-' + str(i % 3),"
-        " kind='command', state='SUCCEEDED') for i in range(120)]"
-        " + [JobRun(id=new_run_id(), job_name='other', kind='command', state='FAILED')"
-        " for i in range(30)])\n",
+        "from rota.models import JobDefinition, JobRun\n"
+        "jobs = [JobDefinition.objects.create(name=n, kind='command', target='true')"
+        " for n in ('bulk-0', 'bulk-1', 'bulk-2', 'other')]\n"
+        "JobRun.objects.bulk_create([JobRun(id=new_run_id(), job=jobs[i % 3],"
+        " job_name=jobs[i % 3].name, kind='command', state='SUCCEEDED') for i in range(120)]"
+        " + [JobRun(id=new_run_id(), job=jobs[3], job_name='other', kind='command',"
+        " state='FAILED') for i in range(30)])\n",
     )
     page = login(context, "viewer")
     page.goto("/ops/runs/")
@@ -211,7 +224,11 @@ def test_runs_table_keeps_page_3_and_search_across_a_live_refresh(context, ui_st
     def state() -> tuple[str, str, list[str]]:
         active = page.locator(".dt-paging button.current, .dt-paging .active button").first
         jobs = page.locator("#ops-runs-table tbody tr td:nth-child(2)").all_inner_texts()
-        return active.inner_text(), page.input_value("#ops-runs-table_wrapper input[type=search]"), jobs
+        return (
+            active.inner_text(),
+            page.input_value("#ops-runs-table_wrapper input[type=search]"),
+            jobs,
+        )
 
     page.wait_for_function("document.querySelector('.dt-info').textContent.includes('51 to 75')")
     before = state()
@@ -286,7 +303,9 @@ def test_every_page_renders(context, ui_stack, admin_password):
     assert "hi" in page.locator("#ops-stdout").inner_text()
     page.goto(f"/ops/workers/{worker_id}/")
     page.click("#ops-ping")
-    page.wait_for_function("document.querySelector('#ops-grpc-out').textContent.includes('round_trip_ms')")
+    page.wait_for_function(
+        "document.querySelector('#ops-grpc-out').textContent.includes('round_trip_ms')"
+    )
     page.click("#ops-status")
     page.wait_for_function("document.querySelector('#ops-grpc-out').textContent.includes('reply')")
     shot(page, "worker-detail-status")

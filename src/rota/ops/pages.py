@@ -335,7 +335,9 @@ def _day(raw: str, end: bool = False) -> datetime | None:
 def audit_page(request: HttpRequest) -> HttpResponse:
     q = request.GET
     qs = AdminActionLog.objects.order_by("-created_at", "-id")
-    filters = {k: q.get(k, "").strip() for k in ("actor", "action", "target", "date_from", "date_to")}
+    filters = {
+        k: q.get(k, "").strip() for k in ("actor", "action", "target", "date_from", "date_to")
+    }
     if filters["actor"]:
         qs = qs.filter(actor=filters["actor"])
     if filters["action"]:

@@ -7,7 +7,7 @@ million rows costs more than the page itself, so counts are capped: up to
 planner estimate (shown as "about N"), or on SQLite the cap itself ("more than
 N"). Sorting is index-friendly: every sortable column has an index ending in
 ``id``, and the tiebreak on ``id`` runs in the direction that lets one index
-scan serve the page.
+scan serve the page (nulls come first in descending order on PostgreSQL).
 
 The date filter works on the run id: ULIDs start with their creation time, so
 a time range is an id range on the primary key.
@@ -16,6 +16,7 @@ a time range is an id range on the primary key.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from ulid import ULID
 
 from rota.domain.states import RunState
 from rota.errors import InvalidInput
-from rota.models import JobRun
+from rota.models import JobDefinition, JobRun
 
 COUNT_CAP = 10_000
 MAX_PAGE = 500
@@ -38,7 +39,6 @@ SORTABLE = {
     "job": "job_name",
     "state": "state",
     "worker_id": "worker_id",
-    "attempt": "attempt",
     "scheduled_for": "scheduled_for",
     "started_at": "started_at",
     "finished_at": "finished_at",
@@ -145,25 +145,54 @@ def filtered(req: TableRequest) -> QuerySet[JobRun]:
     if req.date_to:
         qs = qs.filter(id__lt=_ulid_floor(req.date_to))
     if req.search:
-        term = req.search
-        # Prefix matches: each can use an index; a substring match would read every row.
-        qs = qs.filter(
-            Q(id__startswith=term.upper())
-            | Q(job_name__startswith=term)
-            | Q(worker_id__startswith=term)
-            | Q(state=term.upper())
-        )
+        qs = qs.filter(search_q(req.search))
     return qs
 
 
+#: A run id prefix worth searching: Crockford base32, at least 6 characters
+#: (shorter ones match whole days of runs and say little).
+_RUN_ID_PREFIX = re.compile(r"^[0-9A-HJKMNP-TV-Z]{6,26}$")
+
+
+def search_q(term: str) -> Q:
+    """What the search box matches: a state's name; else a prefix of job names,
+    of run ids or of worker ids, each only if some run has it.
+
+    Each part is one indexed condition, and only the parts that match go into
+    the query: an OR of conditions that match nothing would still make
+    PostgreSQL plan for all of them (job names resolve to an ``IN`` list
+    through the job table; run ids and worker ids are probed with one index
+    lookup each)."""
+    upper = term.upper()
+    if upper in RunState.__members__:
+        return Q(state=upper)
+    found = Q(pk__in=[])
+    jobs = list(
+        JobDefinition.objects.filter(name__startswith=term).values_list("name", flat=True)[:500]
+    )
+    if jobs:
+        found |= Q(job_name__in=jobs)
+    if _RUN_ID_PREFIX.match(upper) and JobRun.objects.filter(id__startswith=upper).exists():
+        found |= Q(id__startswith=upper)
+    if JobRun.objects.filter(worker_id__startswith=term).exists():
+        found |= Q(worker_id__startswith=term)
+    return found
+
+
+#: Columns indexed as (col, id) (migration 0005): the tiebreak runs in the sort's
+#: direction. The others are indexed as (col, -id) (migration 0001): against it.
+SAME_DIRECTION_TIEBREAK = {"scheduled_for", "started_at", "finished_at", "worker_id"}
+
+
 def ordered(qs: QuerySet[JobRun], req: TableRequest) -> QuerySet[JobRun]:
+    """One index scan, forwards or backwards, serves every order the table asks for."""
     col = req.order_column
     if col == "id":
         return qs.order_by("-id" if req.descending else "id")
-    # (col asc, id desc) and (col desc, id asc) are both one scan of an index on (col, -id).
+    same = col in SAME_DIRECTION_TIEBREAK
     if req.descending:
-        return qs.order_by(f"-{col}", "id")
-    return qs.order_by(col, "-id")
+        return qs.order_by(f"-{col}", "-id" if same else "id")
+    return qs.order_by(col, "id" if same else "-id")
 
 
 def capped_count(qs: QuerySet[JobRun]) -> tuple[int, bool]:

@@ -390,7 +390,7 @@
         { data: "job", render: esc },
         { data: "state", render: function (v) { return "<span class=\"badge ops-badge ops-state-" + esc(v) + "\">" + esc(v) + "</span>"; } },
         { data: "worker_id", render: function (v) { return "<span class=\"ops-mono\">" + esc(v) + "</span>"; } },
-        { data: "attempt" },
+        { data: "attempt", orderable: false },
         { data: "scheduled_for", render: when },
         { data: "started_at", render: when },
         { data: "finished_at", render: when },

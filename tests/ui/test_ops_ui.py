@@ -122,6 +122,7 @@ def test_create_job_through_the_modal(context, ui_stack):
         '{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}',
     )
     page.fill("#job-defaults", '{"n": "not a number"}')
+    page.wait_for_timeout(400)  # the dialog's fade-in
     shot(page, "jobs-modal")
     modal.locator("button[type=submit]").click()
     # The server's validation error, inside the modal, which stays open.
@@ -316,3 +317,53 @@ def test_every_page_renders(context, ui_stack, admin_password):
     page.click("#ops-theme-toggle")
     page.goto("/ops/login/")
     assert errors == []
+
+
+def test_schedule_through_the_safe_form(context, ui_stack):
+    _define(ui_stack, "ui-weekly", kind="command", target="echo")
+    page = login(context, "opsadmin")
+    page.goto("/ops/schedules/")
+    page.click("#ops-schedule-create")
+    modal = page.locator("#ops-schedule-modal")
+    modal.wait_for(state="visible")
+    page.select_option("#sch-job", "ui-weekly")
+    page.fill("#sch-name", "ui-weekly-mon-fri")
+    page.select_option("#sch-every", "week")
+    page.select_option("#sch-days", ["mon", "fri"])
+    page.fill("#sch-time", "09:30")
+    assert page.locator("#sch-n").is_hidden() and page.locator("#sch-cron").is_hidden()
+    page.wait_for_timeout(400)
+    shot(page, "schedules-modal")
+    modal.locator("button[type=submit]").click()
+    modal.wait_for(state="hidden")
+    row = page.locator("#ops-schedules-table tr", has_text="ui-weekly-mon-fri")
+    row.wait_for()
+    assert "30 9 * * 1,5" in row.inner_text()
+    # A cron expression that is not one: the error stays in the dialog.
+    page.click("#ops-schedule-create")
+    page.select_option("#sch-mode", "cron")
+    page.fill("#sch-cron", "61 * * * *")
+    modal.locator("button[type=submit]").click()
+    modal.locator(".ops-modal-error").wait_for(state="visible")
+    assert modal.is_visible()
+
+
+def test_settings_change_is_validated_and_applied(context, ui_stack):
+    page = login(context, "opsadmin")
+    page.goto("/ops/settings/")
+    page.click("#ops-settings-edit")
+    modal = page.locator("#ops-settings-modal")
+    modal.wait_for(state="visible")
+    page.fill("#set-heartbeat_ttl_seconds", "0.5")  # shorter than the interval: refused
+    modal.locator("button[type=submit]").click()
+    error = modal.locator(".ops-modal-error")
+    error.wait_for(state="visible")
+    assert "heartbeat_ttl_seconds" in error.inner_text()
+    page.fill("#set-heartbeat_ttl_seconds", "3")
+    page.fill("#set-log_retention_days", "9")
+    with page.expect_navigation():
+        modal.locator("button[type=submit]").click()
+    cell = page.locator("tr[data-setting='log_retention_days'] td").nth(1)
+    assert cell.inner_text() == "9"
+    assert ui_stack.client.get("/settings").json()["log_retention_days"] == 9
+    shot(page, "settings-changed")

@@ -25,10 +25,8 @@ start``; the role ``rota``/``rota`` with CREATEDB (scripts/test makes it).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,92 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from runs_list import TAGS, _state_case, pct  # noqa: E402
-
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-WORKERS = 8
-
-
-def _base32(expr: str, chars: int) -> str:
-    """SQL for ``chars`` Crockford base32 characters of the bigint ``expr``."""
-    return " || ".join(
-        f"substr('{CROCKFORD}', ((({expr}) >> {5 * (chars - 1 - i)}) & 31)::int + 1, 1)"
-        for i in range(chars)
-    )
-
-
-def load(runs: int, jobs: int, seed: int) -> float:
-    """Insert the jobs and ``runs`` runs; returns seconds."""
-    from django.db import connection
-
-    from rota.models import JobDefinition, JobRun
-
-    t0 = time.perf_counter()
-    JobDefinition.objects.bulk_create(
-        [
-            JobDefinition(name=f"job-{i:02d}", kind="command", target="true", tags=[TAGS[i % 4]])
-            for i in range(jobs)
-        ]
-    )
-    first_job = JobDefinition.objects.order_by("id").values_list("id", flat=True).first()
-    unassigned = "('PENDING', 'SKIPPED')"
-    own = {
-        # A ULID: 48-bit milliseconds, then 80 bits (here g and a random part).
-        "id": f"{_base32('ms', 10)} || {_base32('g', 8)} || {_base32('rnd', 8)}",
-        "job_id": f"{first_job} + j",
-        "job_name": "'job-' || lpad(j::text, 2, '0')",
-        "kind": "'command'",
-        "state": "st",
-        "attempt": f"CASE WHEN st IN {unassigned} THEN 0 ELSE 1 + (mod(g, 50) = 0)::int END",
-        "version": "3",
-        "worker_id": f"CASE WHEN st IN {unassigned} THEN '' "
-        f"ELSE 'node-' || mod(g, {WORKERS}) || '-' || lpad(to_hex(mod(g, {WORKERS}) * 4099), 8, '0') END",
-        "params": "jsonb_build_object('n', mod(g, 100))",
-        "tag": "tg",
-        "tags": "jsonb_build_array(tg)",
-        "exit_code": "CASE WHEN st = 'SUCCEEDED' THEN 0 WHEN st = 'FAILED' THEN 1 END",
-        "error_summary": "CASE WHEN st = 'FAILED' THEN 'exit status 1' ELSE '' END",
-        "created_at": "at",
-        "scheduled_for": "CASE WHEN mod(g, 3) = 0 THEN at END",
-        "dispatched_at": "CASE WHEN st <> 'SKIPPED' THEN at + interval '3 ms' END",
-        "assigned_at": f"CASE WHEN st NOT IN {unassigned} THEN at + interval '9 ms' END",
-        "started_at": "CASE WHEN st NOT IN ('PENDING', 'SKIPPED', 'ASSIGNED') "
-        "THEN at + interval '12 ms' END",
-        "finished_at": "CASE WHEN st IN ('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'CANCELLED') "
-        "THEN at + mod(g, 600) * interval '1 s' END",
-        "updated_at": "at + mod(g, 600) * interval '1 s'",
-    }
-    columns, values, params = [], [], []
-    for field in JobRun._meta.concrete_fields:
-        columns.append(connection.ops.quote_name(field.column))
-        if field.name in own or field.attname in own:
-            values.append(own.get(field.attname, own.get(field.name)))
-        elif field.has_default() or not field.null:
-            values.append("%s")
-            params.append(field.get_db_prep_save(field.get_default(), connection))
-        else:
-            values.append("NULL")
-    sql = f"""
-        INSERT INTO {JobRun._meta.db_table} ({", ".join(columns)})
-        SELECT {", ".join(values)} FROM (
-            SELECT g, at,
-                   (extract(epoch FROM at) * 1000)::bigint AS ms,
-                   floor(random() * 1099511627776)::bigint AS rnd,
-                   least({jobs - 1}, floor(exp(random() * ln({jobs + 1})) - 1)::int) AS j,
-                   {_state_case("floor(random() * 1000)")} AS st,
-                   (ARRAY{TAGS!r})[1 + floor(random() * {len(TAGS)})::int] AS tg
-            FROM (
-                SELECT g, now() - interval '90 days' + g * (interval '90 days' / {runs}) AS at
-                FROM generate_series(1, {runs}) AS g
-            ) AS t
-        ) AS src
-    """
-    with connection.cursor() as cur:
-        cur.execute("SELECT setseed(%s)", [seed / 2**31])
-        cur.execute(sql, params)
-        cur.execute("ANALYZE")
-    return time.perf_counter() - t0
-
+from million_runs import WORKERS, add_database_args, load, pct, report, scratch_database  # noqa: E402
 
 #: DataTables column order of the page (ops.js): index → column name.
 COLUMNS = [
@@ -194,23 +107,6 @@ KINDS = [
 ]
 
 
-def report(timings: dict[str, list[float]]) -> str:
-    rows = [f"{'request':<20}{'n':>6}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  (ms)"]
-    every: list[float] = []
-    for kind, values in timings.items():
-        if values:
-            every += values
-            rows.append(
-                f"{kind:<20}{len(values):>6}{pct(values, 50):>9.1f}{pct(values, 95):>9.1f}"
-                f"{pct(values, 99):>9.1f}{max(values):>9.1f}"
-            )
-    rows.append(
-        f"{'all':<20}{len(every):>6}{pct(every, 50):>9.1f}{pct(every, 95):>9.1f}"
-        f"{pct(every, 99):>9.1f}{max(every):>9.1f}"
-    )
-    return "\n".join(rows)
-
-
 def explain(q: dict[str, str]) -> str:
     from django.db import connection
     from django.http import QueryDict
@@ -229,39 +125,13 @@ def explain(q: dict[str, str]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=1_000_000)
-    ap.add_argument("--jobs", type=int, default=50)
+    add_database_args(ap)
     ap.add_argument("--requests", type=int, default=800)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument(
-        "--admin-url",
-        default=os.environ.get(
-            "ROTA_BENCH_POSTGRES_URL", "postgres://rota:rota@127.0.0.1:5432/postgres"
-        ),
-        help="a PostgreSQL URL whose role may create databases",
-    )
-    ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = ap.parse_args()
 
-    import psycopg
-
-    name = f"rota_bench_ops_{os.getpid()}"
-    base = args.admin_url.rsplit("/", 1)[0]
-    with psycopg.connect(args.admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    os.environ["ROTA_DATABASE_URL"] = f"{base}/{name}"
-    os.environ.setdefault("ROTA_DATA_DIR", tempfile.mkdtemp(prefix="rota-bench-"))
-    os.environ.setdefault("ROTA_SECRET_KEY", "bench-only")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "rota.standalone.settings"
-    try:
-        import django
-        from django.core.management import call_command
-
-        django.setup()
-        call_command("migrate", verbosity=0)
-        print(f"database {name}: loading {args.runs:,} runs of {args.jobs} jobs ...", flush=True)
-        seconds = load(args.runs, args.jobs, args.seed)
-        print(f"loaded in {seconds:.1f} s ({args.runs / seconds:,.0f} runs/s)")
+    with scratch_database(args, "rota_bench_ops") as name:
+        print(f"database {name}")
+        load(args.runs, args.jobs, args.seed)
 
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group
@@ -300,20 +170,11 @@ def main() -> None:
             f"{args.requests} requests, {rows:,} rows returned, "
             f"{approximate} with an estimated count\n"
         )
-        print(report(timings))
+        print(report(timings, "request"))
         slowest = max(KINDS, key=lambda k: pct(timings[k], 95))
         print(f"\nplan of the slowest request of the slowest kind ({slowest}):")
         print(worst[slowest][1])
         print(explain(worst[slowest][1]))
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if not args.keep:
-            with psycopg.connect(args.admin_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            print(f"kept database {name}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ ROTA_DATABASE_URL points at one), and helpers to wait for conditions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -95,6 +96,22 @@ async def bus(rota_settings, _db_threads):
     b = await connect(rota_settings, name="rota-tests", ensure=True)
     yield b
     await b.close()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings, *, tags: list[str], executors: dict, capacity: int = 4):
+    """A real worker with both roles (it becomes the leader when none is), for
+    integration tests; shut down (grace 2 s) at the end."""
+    from rota.worker.daemon import Worker
+
+    w = Worker(
+        settings, tags=tags, capacity=capacity, roles={"execute", "lead"}, executors=executors
+    )
+    await w.start()
+    try:
+        yield w
+    finally:
+        await w.shutdown(grace=2)
 
 
 async def eventually(

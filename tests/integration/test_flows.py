@@ -12,9 +12,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rota.domain.states import RunState
 from rota.flows import FLOW_YAML_LIMIT
 from rota.models import JobRun
-from rota.worker.daemon import Worker
 from rota.worker.executors.pyoco import PyocoExecutor
-from tests.conftest import eventually
+from tests.conftest import eventually, running_worker
 from tests.integration.test_events import Authorized, _issue, _join
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,16 +44,9 @@ def flow_settings(rota_settings):
 
 @pytest.fixture
 async def worker(flow_settings):
-    w = Worker(
-        flow_settings,
-        tags=["flows"],
-        capacity=4,
-        roles={"execute", "lead"},
-        executors={"pyoco": PyocoExecutor(MODULES, size=1, cancel_grace=0.5)},
-    )
-    await w.start()
-    yield w
-    await w.shutdown(grace=2)
+    executors = {"pyoco": PyocoExecutor(MODULES, size=1, cancel_grace=0.5)}
+    async with running_worker(flow_settings, tags=["flows"], executors=executors) as w:
+        yield w
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ from rota.domain.histograms import RunTimings
 from rota.domain.states import RunState
 from rota.models import ApiToken, JobDefinition, JobRun
 from rota.runs.service import RunRequest, RunService
-from rota.worker.daemon import Worker
 from rota.worker.executors.command import CommandExecutor
-from tests.conftest import eventually
+from tests.conftest import eventually, running_worker
 from tests.integration.test_events import Authorized
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,16 +66,9 @@ async def viewer(bus) -> Authorized:
 
 @pytest.fixture
 async def worker(rota_settings):
-    w = Worker(
-        rota_settings,
-        tags=["metrics"],
-        capacity=4,
-        roles={"execute", "lead"},
-        executors={"command": CommandExecutor(kill_grace=0.5)},
-    )
-    await w.start()
-    yield w
-    await w.shutdown(grace=2)
+    executors = {"command": CommandExecutor(kill_grace=0.5)}
+    async with running_worker(rota_settings, tags=["metrics"], executors=executors) as w:
+        yield w
 
 
 async def scrape(client: Authorized) -> Exposition:

@@ -3,7 +3,6 @@ execute → outcome → projection into SQL."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import pytest
@@ -14,25 +13,16 @@ from rota.models import JobDefinition, JobRun, RunLog
 from rota.runs.service import RunRequest, RunService
 from rota.worker.daemon import Worker
 from rota.worker.executors.command import CommandExecutor
-from tests.conftest import eventually
+from tests.conftest import eventually, running_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 async def worker(rota_settings):
-    stop = asyncio.Event()
-    w = Worker(
-        rota_settings,
-        tags=["itest"],
-        capacity=4,
-        roles={"execute", "lead"},
-        executors={"command": CommandExecutor(kill_grace=0.5)},
-    )
-    await w.start()
-    yield w
-    stop.set()
-    await w.shutdown(grace=2)
+    executors = {"command": CommandExecutor(kill_grace=0.5)}
+    async with running_worker(rota_settings, tags=["itest"], executors=executors) as w:
+        yield w
 
 
 async def _job(**kw) -> JobDefinition:

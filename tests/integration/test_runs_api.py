@@ -13,9 +13,8 @@ import pytest
 from rota.domain.ids import new_run_id
 from rota.domain.states import RunState
 from rota.models import JobDefinition, JobRun, RunLog, Schedule
-from rota.worker.daemon import Worker
 from rota.worker.executors.command import CommandExecutor
-from tests.conftest import eventually
+from tests.conftest import eventually, running_worker
 from tests.integration.test_events import client  # noqa: F401  (the authorised API client)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,16 +24,9 @@ TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "SKIPPED"}
 
 @pytest.fixture
 async def worker(rota_settings):
-    w = Worker(
-        rota_settings,
-        tags=["streams"],
-        capacity=4,
-        roles={"execute", "lead"},
-        executors={"command": CommandExecutor(kill_grace=0.5)},
-    )
-    await w.start()
-    yield w
-    await w.shutdown(grace=2)
+    executors = {"command": CommandExecutor(kill_grace=0.5)}
+    async with running_worker(rota_settings, tags=["streams"], executors=executors) as w:
+        yield w
 
 
 def parse_sse(raw: bytes) -> list[dict]:

@@ -96,7 +96,13 @@ async def dashboard(request: HttpRequest) -> HttpResponse:
 # -- jobs ------------------------------------------------------------------------------
 
 
+#: Fields of the API's job shape that the edit modal does not send back.
+_NOT_EDITED = {"id", "created_at", "updated_at"}
+
+
 def _job_rows() -> list[dict[str, Any]]:
+    from rota.api.app import job_out
+
     jobs = JobDefinition.objects.annotate(
         n_schedules=Count("schedules", distinct=True),
         n_enabled_schedules=Count("schedules", filter=Q(schedules__enabled=True), distinct=True),
@@ -109,23 +115,9 @@ def _job_rows() -> list[dict[str, Any]]:
                 "n_schedules": j.n_schedules,
                 "n_enabled_schedules": j.n_enabled_schedules,
                 "type": "event" if j.subscribed_events else ("time" if j.n_schedules else "manual"),
+                # What the edit modal fills in: the API's own shape of a job.
                 "edit_json": json.dumps(
-                    {
-                        "name": j.name,
-                        "kind": j.kind,
-                        "target": j.target,
-                        "args": j.args,
-                        "timeout": j.timeout_seconds,
-                        "tags": j.tags,
-                        "params_schema": j.params_schema,
-                        "default_params": j.default_params,
-                        "description": j.description,
-                        "category": j.category,
-                        "max_attempts": j.max_attempts,
-                        "execution_policy": j.execution_policy,
-                        "subscribed_events": j.subscribed_events,
-                        "enabled": j.enabled,
-                    }
+                    {k: v for k, v in job_out(j).items() if k not in _NOT_EDITED}
                 ),
                 "run_values": json.dumps(
                     {

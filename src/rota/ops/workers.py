@@ -106,36 +106,36 @@ async def worker_page(request: HttpRequest, worker_id: str) -> HttpResponse:
     )
 
 
-@ops_required(post_level=OPERATE)
-async def worker_ping(request: HttpRequest, worker_id: str) -> HttpResponse:
-    """POST: gRPC Ping of the worker, from the web server."""
+async def _control_call(request: HttpRequest, worker_id: str, call, action: str) -> HttpResponse:  # type: ignore[no-untyped-def]
+    """POST only: run a control-plane call on the worker from the web server,
+    audit it as ``action``, answer its result as JSON."""
     from rota.audit import record
-    from rota.ops.operations import ping
 
     if request.method != "POST":
         return JsonResponse({"detail": "POST only"}, status=405)
     try:
-        out = await ping(worker_id)
+        out = await call(worker_id)
     except RotaError as exc:
         return error_response(exc)
-    await record(request.ops.username, "worker.ping", worker_id, ms=out["round_trip_ms"])
+    detail = {"ms": out["round_trip_ms"]} if "round_trip_ms" in out else {}
+    await record(request.ops.username, action, worker_id, **detail)
     return JsonResponse(out)
+
+
+@ops_required(post_level=OPERATE)
+async def worker_ping(request: HttpRequest, worker_id: str) -> HttpResponse:
+    """POST: gRPC Ping of the worker, from the web server."""
+    from rota.ops.operations import ping
+
+    return await _control_call(request, worker_id, ping, "worker.ping")
 
 
 @ops_required(post_level=OPERATE)
 async def worker_status(request: HttpRequest, worker_id: str) -> HttpResponse:
     """POST: gRPC GetStatus of the worker."""
-    from rota.audit import record
     from rota.ops.operations import status
 
-    if request.method != "POST":
-        return JsonResponse({"detail": "POST only"}, status=405)
-    try:
-        out = await status(worker_id)
-    except RotaError as exc:
-        return error_response(exc)
-    await record(request.ops.username, "worker.status", worker_id)
-    return JsonResponse(out)
+    return await _control_call(request, worker_id, status, "worker.status")
 
 
 @ops_required()

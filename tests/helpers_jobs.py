@@ -61,3 +61,12 @@ def bump() -> int:
 
 
 NOT_CALLABLE = 42
+
+
+def chatty(pause: float = 0.8) -> str:
+    """Writes a line to each stream, pauses, writes another line: for the live tail."""
+    print("first", flush=True)
+    print("oops", file=sys.stderr)
+    time.sleep(pause)
+    print("second")
+    return "done"

@@ -14,6 +14,7 @@ from rota.domain.ids import new_run_id
 from rota.domain.states import RunState
 from rota.models import JobDefinition, JobRun, RunLog, Schedule
 from rota.worker.executors.command import CommandExecutor
+from rota.worker.executors.python import PythonExecutor
 from tests.conftest import eventually, running_worker
 from tests.integration.test_events import client  # noqa: F401  (the authorised API client)
 
@@ -24,7 +25,7 @@ TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "SKIPPED"}
 
 @pytest.fixture
 async def worker(rota_settings):
-    executors = {"command": CommandExecutor(kill_grace=0.5)}
+    executors = {"command": CommandExecutor(kill_grace=0.5), "python": PythonExecutor(size=1)}
     async with running_worker(rota_settings, tags=["streams"], executors=executors) as w:
         yield w
 
@@ -142,15 +143,25 @@ async def test_watch_of_a_run_whose_snapshot_expired_sends_the_row_once(client):
     assert bad.status_code == 422
 
 
-async def test_live_tail_then_recorded_logs(client, worker):  # noqa: F811
-    script = (
-        "import sys, time\n"
-        "print('first', flush=True)\n"
-        "print('oops', file=sys.stderr, flush=True)\n"
-        "time.sleep(0.8)\n"
-        "print('second', flush=True)\n"
-    )
-    run_id = await _submit(client, "chatty", script)
+@pytest.mark.parametrize("kind", ["command", "python"])
+async def test_live_tail_then_recorded_logs(client, worker, kind):  # noqa: F811
+    if kind == "command":
+        script = (
+            "import sys, time\n"
+            "print('first', flush=True)\n"
+            "print('oops', file=sys.stderr, flush=True)\n"
+            "time.sleep(0.8)\n"
+            "print('second', flush=True)\n"
+        )
+        run_id = await _submit(client, "chatty", script)
+    else:
+        await JobDefinition.objects.acreate(
+            name="chatty-py", kind="python", target="tests.helpers_jobs:chatty", tags=["streams"]
+        )
+        r = await client.post(
+            "/runs", {"job": "chatty-py", "tag": "streams"}, content_type="application/json"
+        )
+        run_id = r.json()["run_id"]
 
     async def running_with_output():
         r = await client.get(f"/runs/{run_id}/logs")

@@ -12,9 +12,12 @@ its own session, so killing its process group also kills whatever the user's
 code started.
 
 Protocol, over a duplex multiprocessing ``Pipe`` (length-prefixed frames):
-request ``orjson [target, params, run_id, attempt]``; reply ``orjson`` object with
-``result`` or ``error``, plus ``stdout`` and ``stderr``. A child serves one call
-at a time. The parent reads replies with ``loop.add_reader`` on the pipe, so the
+request ``orjson [target, params, run_id, attempt, live]``; reply ``orjson``
+object with ``result`` or ``error``, plus ``stdout`` and ``stderr`` (their
+tails). With ``live``, output frames ``\x01`` + ``1``|``2`` + UTF-8 text may
+come before the reply: what the call printed, coalesced over
+:data:`LIVE_FLUSH_SECONDS` by a thread of the child, for the run's live tail. A
+child serves one call at a time. The parent reads replies with ``loop.add_reader`` on the pipe, so the
 hot path needs no thread hop.
 
 Multiprocessing caveat: like any forkserver/spawn start, when the worker was
@@ -39,6 +42,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +54,7 @@ import orjson
 
 from rota.domain.snapshot import RunSnapshot, tail
 from rota.domain.states import RunState
+from rota.runs.logs import live_output
 from rota.worker.executors.base import Outcome, scrub_environ
 from rota.worker.executors.command import format_summary, signal_name
 
@@ -64,6 +69,13 @@ _REAP_TIMEOUT = 5.0
 _READY_TIMEOUT = 60.0
 
 _READY = b"ready"
+
+#: First byte of an output frame (a reply is a JSON object: ``{``).
+_OUTPUT = b"\x01"
+#: How long a child gathers a call's output before it sends it on.
+LIVE_FLUSH_SECONDS = 0.1
+#: Output gathered past this is sent at once.
+_LIVE_CHUNK = 64 * 1024
 
 _PR_SET_PDEATHSIG = 1
 
@@ -83,12 +95,14 @@ def _child_main(conn: Connection, sys_path: list[str], cwd: str) -> None:
     sys.path[:] = sys_path if cwd in sys_path else [*sys_path, cwd]
     conn.send_bytes(_READY)
     functions: dict[str, Callable[..., Any]] = {}
+    sender = _Sender(conn)
     while True:
         try:
             request = conn.recv_bytes()
         except (EOFError, OSError):
             return  # the parent closed the pipe or died
-        conn.send_bytes(_serve(request, functions))
+        reply = _serve(request, functions, sender)
+        sender.send(reply)
 
 
 def _die_with_parent() -> None:
@@ -139,12 +153,114 @@ def _resolve(target: str) -> Callable[..., Any]:
     return obj
 
 
-def _serve(request: bytes, functions: dict[str, Callable[..., Any]]) -> bytes:
-    target, params, run_id, attempt = orjson.loads(request)
+class _Sender:
+    """The child's end of the pipe, shared by the serving thread (replies) and
+    the output flusher (output frames), which start only while a call runs."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.streams: tuple[_LiveText, ...] = ()
+        self.wake = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def send(self, data: bytes) -> None:
+        with self.lock:
+            self.conn.send_bytes(data)
+
+    def follow(self, *streams: _LiveText) -> None:
+        """Send what ``streams`` gather, until :meth:`stop`."""
+        self.streams = streams
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._run, name="rota-output", daemon=True)
+            self._flusher.start()
+
+    def stop(self) -> None:
+        """Send what is left; later writes (a thread the call left running)
+        stay in the tails only."""
+        streams, self.streams = self.streams, ()
+        for stream in streams:
+            stream.close_live()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()  # a first write since the last flush
+            time.sleep(LIVE_FLUSH_SECONDS)
+            self.wake.clear()
+            for stream in self.streams:
+                stream.send_pending()
+
+
+class _LiveText(io.StringIO):
+    """A call's stdout or stderr: kept whole for the reply's tail, and passed on
+    to the parent as it comes."""
+
+    def __init__(self, sender: _Sender, fd: bytes) -> None:
+        super().__init__()
+        self.sender = sender
+        self.header = _OUTPUT + fd
+        self.pending: list[str] = []
+        self.size = 0
+        self.live = True
+        # Held while a chunk is sent, so that chunks leave in order.
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        if text and self.live:
+            with self.lock:
+                self.pending.append(text)
+                self.size += len(text)
+                full = self.size >= _LIVE_CHUNK
+            if full:
+                self.send_pending()
+            else:
+                self.sender.wake.set()
+        return n
+
+    def send_pending(self) -> None:
+        with self.lock:
+            self._send_locked()
+
+    def close_live(self) -> None:
+        with self.lock:
+            self._send_locked()
+            self.live = False
+
+    def _send_locked(self) -> None:
+        if self.live and self.pending:
+            text, self.pending, self.size = "".join(self.pending), [], 0
+            self.sender.send(self.header + text.encode("utf-8", "replace"))
+
+
+def _serve(
+    request: bytes, functions: dict[str, Callable[..., Any]], sender: _Sender | None = None
+) -> bytes:
+    target, params, run_id, attempt, *rest = orjson.loads(request)
+    live = bool(rest and rest[0]) and sender is not None
     # Same variables the command executor sets, for code that wants its run id.
     os.environ["ROTA_RUN_ID"] = run_id
     os.environ["ROTA_ATTEMPT"] = str(attempt)
-    out, err = io.StringIO(), io.StringIO()
+    out: io.StringIO
+    err: io.StringIO
+    if live:
+        assert sender is not None
+        out, err = _LiveText(sender, b"1"), _LiveText(sender, b"2")
+        sender.follow(out, err)  # type: ignore[arg-type]
+        try:
+            return _call(target, params, functions, out, err)
+        finally:
+            sender.stop()
+    return _call(target, params, functions, io.StringIO(), io.StringIO())
+
+
+def _call(
+    target: str,
+    params: dict[str, Any],
+    functions: dict[str, Callable[..., Any]],
+    out: io.StringIO,
+    err: io.StringIO,
+) -> bytes:
     try:
         fn = functions.get(target)
         if fn is None:
@@ -219,7 +335,7 @@ def _kill_group(pid: int) -> None:
 class _Child:
     """A child process and the parent's end of its pipe."""
 
-    __slots__ = ("proc", "pid", "conn", "loop", "alive", "pending", "_on_idle_death")
+    __slots__ = ("proc", "pid", "conn", "loop", "alive", "pending", "on_output", "_on_idle_death")
 
     def __init__(
         self,
@@ -234,6 +350,8 @@ class _Child:
         self.loop = loop
         self.alive = True
         self.pending: asyncio.Future[tuple[str, bytes | None]] | None = None
+        #: Where the output frames of the call in flight go (the run's live output).
+        self.on_output: Callable[[str, bytes], None] | None = None
         self._on_idle_death = on_idle_death
         loop.add_reader(conn.fileno(), self._readable)
 
@@ -242,6 +360,10 @@ class _Child:
             data = self.conn.recv_bytes()
         except (EOFError, OSError):
             self._lost()
+            return
+        if data[:1] == _OUTPUT:
+            if self.on_output is not None:
+                self.on_output("stdout" if data[1:2] == b"1" else "stderr", data[2:])
             return
         fut, self.pending = self.pending, None
         if fut is not None and not fut.done():
@@ -257,10 +379,17 @@ class _Child:
         else:
             self._on_idle_death(self)
 
-    async def call(self, request: bytes, stop: asyncio.Future[str]) -> tuple[str, bytes | None]:
+    async def call(
+        self,
+        request: bytes,
+        stop: asyncio.Future[str],
+        on_output: Callable[[str, bytes], None] | None = None,
+    ) -> tuple[str, bytes | None]:
         """Send one request; return ("done", reply), ("died", None), or
-        (stop's result, None) if ``stop`` settles first."""
+        (stop's result, None) if ``stop`` settles first. Output frames go to
+        ``on_output`` as they come."""
         fut: asyncio.Future[tuple[str, bytes | None]] = self.loop.create_future()
+        self.on_output = on_output
 
         def on_stop(s: asyncio.Future[str]) -> None:
             if not fut.done():
@@ -277,6 +406,7 @@ class _Child:
         finally:
             stop.remove_done_callback(on_stop)
             self.pending = None
+            self.on_output = None
 
     def kill(self) -> None:
         """SIGKILL the child's process group and stop listening to it."""
@@ -351,7 +481,9 @@ class PythonExecutor:
             raise RuntimeError("PythonExecutor is closed")
         if cancel.is_set():
             return Outcome(RunState.CANCELLED, error_summary="cancelled before start")
-        request = orjson.dumps([snap.target, snap.params, snap.run_id, snap.attempt])
+        live = live_output.get()
+        request = orjson.dumps([snap.target, snap.params, snap.run_id, snap.attempt, bool(live)])
+        on_output = live.write if live is not None else None
         loop = asyncio.get_running_loop()
         # One future per run that settles with "timeout" or "cancel"; the
         # acquire and call phases both listen to it.
@@ -363,9 +495,9 @@ class PythonExecutor:
         watcher.add_done_callback(lambda t: t.cancelled() or _settle(stop, "cancel"))
         try:
             if self.fresh_process:
-                kind, data, exit_code = await self._run_fresh(request, stop)
+                kind, data, exit_code = await self._run_fresh(request, stop, on_output)
             else:
-                kind, data, exit_code = await self._run_pooled(request, stop)
+                kind, data, exit_code = await self._run_pooled(request, stop, on_output)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -391,7 +523,10 @@ class PythonExecutor:
     # -- runs ---------------------------------------------------------------
 
     async def _run_pooled(
-        self, request: bytes, stop: asyncio.Future[str]
+        self,
+        request: bytes,
+        stop: asyncio.Future[str],
+        on_output: Callable[[str, bytes], None] | None = None,
     ) -> tuple[str, bytes | None, int | None]:
         if not self._started:
             await self.start()
@@ -399,7 +534,7 @@ class PythonExecutor:
         if child is None:
             return stop.result(), None, None
         try:
-            kind, data = await child.call(request, stop)
+            kind, data = await child.call(request, stop, on_output)
         except BaseException:
             # Our task was cancelled mid-call: the child's state is unknown.
             child.kill()
@@ -413,13 +548,16 @@ class PythonExecutor:
         return kind, data, exit_code
 
     async def _run_fresh(
-        self, request: bytes, stop: asyncio.Future[str]
+        self,
+        request: bytes,
+        stop: asyncio.Future[str],
+        on_output: Callable[[str, bytes], None] | None = None,
     ) -> tuple[str, bytes | None, int | None]:
         if stop.done():
             return stop.result(), None, None
         child = await self._spawn()
         try:
-            kind, data = await child.call(request, stop)
+            kind, data = await child.call(request, stop, on_output)
         except BaseException:
             child.kill()
             self._track(self._retire(child))

@@ -110,7 +110,7 @@ class LiveOutput:
 
 
 #: The live output of the run an executor is running, set by the worker around
-#: ``Executor.run``. Executors that can stream (command, django) write to it.
+#: ``Executor.run``. Executors that stream (command, django, python) write to it.
 live_output: ContextVar[LiveOutput | None] = ContextVar("rota_live_output", default=None)
 
 

@@ -221,13 +221,8 @@ class JobRun(models.Model):
             models.Index(fields=["scheduled_for", "id"], name="rota_ops_run_scheduled"),
             models.Index(fields=["started_at", "id"], name="rota_ops_run_started"),
             models.Index(fields=["finished_at", "id"], name="rota_ops_run_finished"),
-            models.Index(fields=["worker_id", "id"], name="rota_ops_run_worker"),
-            # Its search by worker id prefix (LIKE 'x%'; PostgreSQL only, elsewhere a plain index).
-            models.Index(
-                fields=["worker_id"],
-                name="rota_ops_run_worker_like",
-                opclasses=["varchar_pattern_ops"],
-            ),
+            # Worker ids have their index in migration 0004 alone, made per
+            # database: in the "C" collation on PostgreSQL (rota.ops.table).
             # The reconciler's outbox query touches only undispatched rows.
             models.Index(
                 fields=["created_at"],

@@ -1,10 +1,29 @@
 """Indexes of the ops UI's runs table (issue 7): each sortable column with the
 run id, so a sorted page of a million runs is one index scan, not a sort; the
 (scheduled_for, id) index replaces the (scheduled_for) one, which PostgreSQL
-preferred and then had to sort the rows sharing a value (the many NULLs); and a
-pattern index for the search by worker id prefix."""
+preferred and then had to sort the rows sharing a value (the many NULLs); and
+(worker_id, id) for the search by worker id prefix and the sort by worker.
+
+The worker index is in the "C" collation on PostgreSQL: in any other, a
+``LIKE 'prefix%'`` cannot be an index range there, and a search for one worker
+among a million runs walked the whole index (0.4 s). rota.ops.table matches and
+sorts by the same expression. SQLite knows no "C" collation and gets the plain
+index. Django's model state does not list this index (it differs by database).
+"""
 
 from django.db import migrations, models
+
+WORKER_INDEX = "rota_ops_run_worker"
+
+
+def create_worker_index(apps, schema_editor):  # type: ignore[no-untyped-def]
+    table = schema_editor.quote_name("rota_jobrun")
+    collate = ' COLLATE "C"' if schema_editor.connection.vendor == "postgresql" else ""
+    schema_editor.execute(f'CREATE INDEX "{WORKER_INDEX}" ON {table} ("worker_id"{collate}, "id")')
+
+
+def drop_worker_index(apps, schema_editor):  # type: ignore[no-untyped-def]
+    schema_editor.execute(f'DROP INDEX IF EXISTS "{WORKER_INDEX}"')
 
 
 class Migration(migrations.Migration):
@@ -24,16 +43,5 @@ class Migration(migrations.Migration):
             model_name="jobrun",
             index=models.Index(fields=["finished_at", "id"], name="rota_ops_run_finished"),
         ),
-        migrations.AddIndex(
-            model_name="jobrun",
-            index=models.Index(fields=["worker_id", "id"], name="rota_ops_run_worker"),
-        ),
-        migrations.AddIndex(
-            model_name="jobrun",
-            index=models.Index(
-                fields=["worker_id"],
-                name="rota_ops_run_worker_like",
-                opclasses=["varchar_pattern_ops"],
-            ),
-        ),
+        migrations.RunPython(create_worker_index, drop_worker_index),
     ]

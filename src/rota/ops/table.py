@@ -11,6 +11,12 @@ scan serve the page (nulls come first in descending order on PostgreSQL).
 
 The date filter works on the run id: ULIDs start with their creation time, so
 a time range is an id range on the primary key.
+
+Worker ids are filtered by prefix and sorted through ``worker_key()``: on
+PostgreSQL the column in the "C" collation, which its index (migration 0004)
+also uses, so that a prefix is an index range and the sort that index's order;
+in a database's own collation (C.UTF-8 included) PostgreSQL can use neither for
+a ``LIKE`` prefix, and walks the whole index instead.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Collate
 from django.http import QueryDict
 from ulid import ULID
 
@@ -132,14 +139,21 @@ def _ulid_floor(at: datetime) -> str:
     return str(ULID.from_datetime(at))[:10] + "0" * 16
 
 
+def worker_key() -> Any:
+    """The expression worker ids are matched and sorted by (see the module doc)."""
+    if connection.vendor == "postgresql":
+        return Collate("worker_id", "C")
+    return F("worker_id")
+
+
 def filtered(req: TableRequest) -> QuerySet[JobRun]:
-    qs = JobRun.objects.all()
+    qs = JobRun.objects.alias(worker_key=worker_key())
     if req.states:
         qs = qs.filter(state__in=req.states)
     if req.job:
         qs = qs.filter(job_name=req.job)
     if req.worker:
-        qs = qs.filter(worker_id__startswith=req.worker)
+        qs = qs.filter(worker_key__startswith=req.worker)
     if req.date_from:
         qs = qs.filter(id__gte=_ulid_floor(req.date_from))
     if req.date_to:
@@ -174,19 +188,19 @@ def search_q(term: str) -> Q:
         found |= Q(job_name__in=jobs)
     if _RUN_ID_PREFIX.match(upper) and JobRun.objects.filter(id__startswith=upper).exists():
         found |= Q(id__startswith=upper)
-    if JobRun.objects.filter(worker_id__startswith=term).exists():
-        found |= Q(worker_id__startswith=term)
+    if JobRun.objects.alias(worker_key=worker_key()).filter(worker_key__startswith=term).exists():
+        found |= Q(worker_key__startswith=term)
     return found
 
 
-#: Columns indexed as (col, id) (migration 0005): the tiebreak runs in the sort's
+#: Columns indexed as (col, id) (migration 0004): the tiebreak runs in the sort's
 #: direction. The others are indexed as (col, -id) (migration 0001): against it.
-SAME_DIRECTION_TIEBREAK = {"scheduled_for", "started_at", "finished_at", "worker_id"}
+SAME_DIRECTION_TIEBREAK = {"scheduled_for", "started_at", "finished_at", "worker_key"}
 
 
 def ordered(qs: QuerySet[JobRun], req: TableRequest) -> QuerySet[JobRun]:
     """One index scan, forwards or backwards, serves every order the table asks for."""
-    col = req.order_column
+    col = "worker_key" if req.order_column == "worker_id" else req.order_column
     if col == "id":
         return qs.order_by("-id" if req.descending else "id")
     same = col in SAME_DIRECTION_TIEBREAK

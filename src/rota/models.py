@@ -107,6 +107,8 @@ class Schedule(models.Model):
     #: Nominal time the leader has handled ticks up to (fired, skipped or missed);
     #: a new leader continues from here.
     cursor_at = models.DateTimeField(null=True, blank=True)
+    #: The ``Idempotency-Key`` of the POST that created it: a repeat returns it.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

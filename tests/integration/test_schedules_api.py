@@ -213,3 +213,23 @@ async def test_a_queued_run_can_be_cancelled(bus, client):  # noqa: F811
     assert r.status_code == 200 and r.json()["state"] == "CANCELLED"
     held = await JobRun.objects.aget(id=held.id)
     assert held.state == RunState.CANCELLED and not held.held
+
+
+async def test_a_repeated_create_with_the_same_idempotency_key_returns_the_first(client):  # noqa: F811
+    from rota.models import AdminActionLog
+
+    await JobDefinition.objects.acreate(name="nightly", kind="command", target="true")
+    body = {"task_name": "nightly", "cron_expression": "0 3 * * *"}
+
+    async def create(key: str):
+        return await client.post(
+            "/schedules", body, content_type="application/json", headers={"Idempotency-Key": key}
+        )
+
+    first, again, other = await create("k-1"), await create("k-1"), await create("k-2")
+    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
+    assert again.json()["id"] == first.json()["id"] != other.json()["id"]
+    assert await Schedule.objects.filter(job__name="nightly").acount() == 2
+    assert await AdminActionLog.objects.filter(action="schedule.create").acount() == 2
+    too_long = await create("x" * 201)
+    assert too_long.status_code == 422

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
@@ -132,14 +132,22 @@ def _apply(s: Schedule, data: dict[str, Any], job: JobDefinition) -> None:
         )
 
 
-def _create(data: dict[str, Any]) -> Schedule:
+def _create(data: dict[str, Any], key: str | None = None) -> tuple[Schedule, bool]:
+    """(the schedule, created). With ``key``, a repeat returns the first one."""
+    if key is not None:
+        first = Schedule.objects.select_related("job").filter(idempotency_key=key).first()
+        if first is not None:
+            return first, False
     job = _job(data["task_name"])
     # Ticks are handled from creation on: a leader gap right after it catches up.
-    s = Schedule(job=job, cursor_at=datetime.now(UTC))
+    s = Schedule(job=job, cursor_at=datetime.now(UTC), idempotency_key=key)
     _apply(s, data, job)
-    with transaction.atomic():
-        s.save()
-    return Schedule.objects.select_related("job").get(id=s.id)
+    try:
+        with transaction.atomic():
+            s.save()
+    except IntegrityError:  # the same key, created meanwhile by a concurrent repeat
+        return Schedule.objects.select_related("job").get(idempotency_key=key), False
+    return Schedule.objects.select_related("job").get(id=s.id), True
 
 
 def _update(schedule_id: int, data: dict[str, Any]) -> Schedule:
@@ -177,13 +185,18 @@ def _list(f: ScheduleFilter) -> list[dict[str, Any]]:
     return items
 
 
-@router.post("/schedules", response={201: dict}, auth=ADMIN_AUTH)
+@router.post("/schedules", response={201: dict, 200: dict}, auth=ADMIN_AUTH)
 async def create_schedule(request: HttpRequest, body: ScheduleIn):  # type: ignore[no-untyped-def]
     """Create a schedule of a job. Params are validated against the job's schema
-    (422 naming the field); a name is generated when omitted."""
-    s = await sql_writer().call(_create, body.dict())
-    await record(actor_of(request), "schedule.create", s.name, id=s.id)
-    return Status(201, await sql_writer().call(schedule_out, s))
+    (422 naming the field); a name is generated when omitted. With an
+    ``Idempotency-Key`` header, a repeat returns the first schedule with 200."""
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > 200:
+        raise InvalidInput("Idempotency-Key is longer than 200 characters", field="Idempotency-Key")
+    s, created = await sql_writer().call(_create, body.dict(), key)
+    if created:
+        await record(actor_of(request), "schedule.create", s.name, id=s.id)
+    return Status(201 if created else 200, await sql_writer().call(schedule_out, s))
 
 
 @router.get("/schedules")

@@ -70,3 +70,18 @@ def chatty(pause: float = 0.8) -> str:
     time.sleep(pause)
     print("second")
     return "done"
+
+
+def fork_and_shout(chars: int = 70_000) -> str:
+    """Forks a process that prints ``chars`` characters (more than a live chunk)
+    and waits for it: the fork's output is its own, not the run's."""
+    print("parent line", flush=True)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            print("x" * chars)
+            sys.stdout.flush()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return "forked"

@@ -512,3 +512,50 @@ asyncio.run(CommandExecutor().run(snap("command", "sh", "-c", "echo $$ > {pidfil
     while not gone(job):
         assert time.monotonic() < deadline, "the run outlived its killed worker"
         time.sleep(0.05)
+
+
+async def test_python_live_output_reaches_the_stream_and_a_fork_stays_out(bus) -> None:
+    """What the call prints goes to the run's live output (ROTA_LOGS); what a
+    process it forked prints does not (it would break the pipe's framing and
+    could land in a later run's output)."""
+    from rota.domain.ids import new_run_id
+    from rota.runs.logs import LiveOutput, live_output, live_tails
+
+    ex = PythonExecutor(size=1)
+    await ex.start()
+    try:
+        s = snap("python", "tests.helpers_jobs:fork_and_shout")
+        s.run_id = new_run_id()
+        out = LiveOutput(bus.nc, s.run_id, 1)
+        token = live_output.set(out)
+        try:
+            outcome = await ex.run(s, asyncio.Event())
+        finally:
+            live_output.reset(token)
+            await out.close()
+        assert outcome.state == RunState.SUCCEEDED and outcome.result == "forked"
+        # The child is still healthy for the next call.
+        again = await ex.run(snap("python", "tests.helpers_jobs:add", a=1, b=2), asyncio.Event())
+        assert again.result == 3
+    finally:
+        await ex.close()
+    attempt, streamed = await live_tails(bus.js, s.run_id)
+    assert attempt == 1 and streamed == {"stdout": "parent line\n"}
+
+
+async def test_live_output_splits_a_huge_write_into_chunks_under_the_payload_limit(bus) -> None:
+    from rota.domain.ids import new_run_id
+    from rota.runs.logs import CHUNK_CHARS, LiveOutput, follow_chunks
+
+    run_id = new_run_id()
+    out = LiveOutput(bus.nc, run_id, 1)
+    text = "\x00é" * (CHUNK_CHARS * 3 // 2) + "\n"  # JSON-escaped, over 1 MiB as one record
+    out.write("stdout", text.encode())
+    await out.close()
+    chunks = []
+    async for chunk in follow_chunks(bus.js, run_id, idle=1.0):
+        if chunk is None or chunk.eof:
+            break
+        chunks.append(chunk)
+    assert len(chunks) == 4 and all(len(c.data) <= CHUNK_CHARS for c in chunks)
+    assert "".join(c.data for c in chunks) == text

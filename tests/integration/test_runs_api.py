@@ -250,3 +250,24 @@ async def test_inputs_schemathesis_found_are_4xx_with_detail(client):  # noqa: F
         headers=client.auth,
     )
     assert r.status_code == 422
+
+
+async def test_watch_of_a_held_run_ends_when_it_is_cancelled(client):  # noqa: F811
+    """A run held by the queue policy has no snapshot; its cancel happens in SQL."""
+    job = await JobDefinition.objects.acreate(name="held", kind="command", target="true")
+    run_id = new_run_id()
+    await JobRun.objects.acreate(id=run_id, job=job, job_name="held", kind="command", held=True)
+
+    async def cancel_soon():
+        await asyncio.sleep(0.5)
+        r = await client.post(f"/runs/{run_id}/cancel")
+        assert r.status_code == 200 and r.json()["state"] == "CANCELLED"
+
+    canceller = asyncio.ensure_future(cancel_soon())
+    frames = await asyncio.wait_for(
+        read_stream(client, f"/runs/{run_id}/watch?heartbeat=0.3"), timeout=10
+    )
+    await canceller
+    assert frames[-1]["event"] == "snapshot" and frames[-1]["data"]["state"] == "CANCELLED"
+    bad = await client.get(f"/runs/{run_id}/watch", headers={"Last-Event-ID": "²"})
+    assert bad.status_code == 422

@@ -48,7 +48,7 @@ def _last_event_id(request: HttpRequest) -> int:
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not raw:
         return 0
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise InvalidInput("Last-Event-ID must be an id this stream sent", field="Last-Event-ID")
     return int(raw)
 
@@ -109,10 +109,18 @@ async def watch_run(request: HttpRequest, run_id: str, params: Query[StreamParam
                     return
             elif current.snap.terminal:
                 return  # the client has the terminal snapshot already
+            seen = current is not None
             while True:
                 try:
                     entry = await watcher.updates(timeout=every)
                 except NatsTimeout:
+                    if not seen:
+                        # No snapshot yet (held by the queue policy): a cancel
+                        # of such a run ends it in SQL only.
+                        fresh = await JobRun.objects.aget(id=run_id)
+                        if is_terminal(fresh.state):
+                            yield sse_frame("snapshot", _jsonable(run_from_row(fresh)), last)
+                            return
                     yield sse_frame("heartbeat", {"at": time.time()}, last)
                     continue
                 if entry is None or entry.revision <= last:
@@ -122,7 +130,7 @@ async def watch_run(request: HttpRequest, run_id: str, params: Query[StreamParam
                     yield sse_frame("snapshot", _jsonable(run_from_row(fresh)), entry.revision)
                     return
                 snap = decode(entry.value)
-                last = entry.revision
+                seen, last = True, entry.revision
                 yield sse_frame("snapshot", _jsonable(run_from_snapshot(snap, row)), last)
                 if snap.terminal:
                     return

@@ -39,13 +39,17 @@ from nats.js.errors import NotFoundError as JsNotFound
 from nats.js.errors import ObjectNotFoundError
 
 from rota.bus import subjects
+from rota.domain.snapshot import tail
 
 log = logging.getLogger(__name__)
 
 #: How long output is coalesced before it is published.
 FLUSH_SECONDS = 0.1
-#: Largest chunk published at once (NATS' default max payload is 1 MiB).
-CHUNK_BYTES = 256 * 1024
+#: Most characters in one published chunk: even as JSON escapes (6 bytes a
+#: character at worst) it stays well under NATS' default max payload (1 MiB).
+CHUNK_CHARS = 64 * 1024
+#: How much of a subscriber's backlog nats-py may buffer for a slow reader.
+FOLLOW_PENDING_BYTES = 8 * 1024 * 1024
 STREAMS = ("stdout", "stderr")
 
 
@@ -74,7 +78,7 @@ class LiveOutput:
             return
         self._pending[stream].append(text)
         self._size += len(text)
-        if self._size >= CHUNK_BYTES:
+        if self._size >= CHUNK_CHARS:
             self.flush()
         elif self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
@@ -85,8 +89,10 @@ class LiveOutput:
             self._flush = None
         for stream, parts in self._pending.items():
             if parts:
-                self._send({"a": self.attempt, "s": stream, "d": "".join(parts)})
+                text = "".join(parts)
                 parts.clear()
+                for i in range(0, len(text), CHUNK_CHARS):
+                    self._send({"a": self.attempt, "s": stream, "d": text[i : i + CHUNK_CHARS]})
         self._size = 0
 
     def _send(self, record: dict[str, Any]) -> None:
@@ -94,8 +100,14 @@ class LiveOutput:
             self.nc.publish(self.subject, orjson.dumps(record))
         )
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(self._sent)
         self.published += 1
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The run goes on, and its output still reaches SQL when it ends.
+            log.warning("live output of %s: %s", self.subject, task.exception())
 
     async def close(self) -> None:
         """Publish what is left and, if anything was published, the end mark."""
@@ -139,6 +151,7 @@ async def follow_chunks(
         stream=subjects.LOGS_STREAM,
         ordered_consumer=True,
         config=config,
+        pending_bytes_limit=FOLLOW_PENDING_BYTES,
     )
     try:
         while True:
@@ -165,24 +178,30 @@ async def follow_chunks(
             await sub.unsubscribe()
 
 
-async def live_so_far(js: JetStreamContext, run_id: str) -> list[LogChunk]:
-    """Every chunk of ``run_id`` in the live stream now (empty when none)."""
+async def live_tails(
+    js: JetStreamContext, run_id: str, attempt: int | None = None
+) -> tuple[int, dict[str, str]] | None:
+    """The live output of ``run_id`` so far: (attempt, {stream: its last
+    ``OUTPUT_TAIL_BYTES``}) of ``attempt`` or the newest one; None when the
+    stream has none. Memory stays bounded whatever the run wrote."""
     try:
-        info = await js.stream_info(
-            subjects.LOGS_STREAM, subjects_filter=subjects.log_subject(run_id)
-        )
+        last = await js.get_last_msg(subjects.LOGS_STREAM, subjects.log_subject(run_id))
     except JsNotFound:
-        return []
-    if not info.state.subjects:
-        return []
-    chunks: list[LogChunk] = []
+        return None
+    texts: dict[tuple[int, str], str] = {}
     async for chunk in follow_chunks(js, run_id, idle=1.0):
         if chunk is None:
             break
-        chunks.append(chunk)
-        if chunk.seq >= info.state.last_seq:
+        if not chunk.eof:
+            key = (chunk.attempt, chunk.stream)
+            texts[key] = tail(texts.get(key, "") + chunk.data)
+        if chunk.seq >= (last.seq or 0):
             break
-    return chunks
+    attempts = {a for a, _ in texts}
+    if not attempts:
+        return None
+    chosen = attempt if attempt is not None else max(attempts)
+    return chosen, {stream: text for (a, stream), text in texts.items() if a == chosen}
 
 
 @dataclass
@@ -243,13 +262,10 @@ async def read_logs(
         chosen, texts = newest_attempt(rows, attempt)
         return _output(run.id, chosen, "database", texts)
     if not terminal:
-        chunks = await live_so_far(js, run.id)
-        chosen = attempt if attempt is not None else max((c.attempt for c in chunks), default=0)
-        texts = {}
-        for c in chunks:
-            if c.attempt == chosen and not c.eof:
-                texts[c.stream] = texts.get(c.stream, "") + c.data
-        return _output(run.id, chosen, "live" if chunks else "none", texts)
+        live = await live_tails(js, run.id, attempt)
+        if live is not None:
+            return _output(run.id, live[0], "live", live[1])
+        return _output(run.id, attempt or run.attempt, "none", {})
     return _output(run.id, attempt or run.attempt, "none", {})
 
 

@@ -191,27 +191,39 @@ class _Sender:
                 stream.send_pending()
 
 
+#: Set on a thread while it sends a chunk: a write from that same thread in the
+#: meantime (a signal handler, a ``__del__`` run by the collector) only gathers.
+_sending = threading.local()
+
+
 class _LiveText(io.StringIO):
     """A call's stdout or stderr: kept whole for the reply's tail, and passed on
-    to the parent as it comes."""
+    to the parent as it comes.
+
+    Only the child itself passes output on: a process the call forked inherits
+    this object (and the pipe), and its writes stay in its own copy, as before
+    streaming existed, so it can neither break the pipe's framing nor talk
+    into a later run's output."""
 
     def __init__(self, sender: _Sender, fd: bytes) -> None:
         super().__init__()
         self.sender = sender
         self.header = _OUTPUT + fd
+        self.pid = os.getpid()
         self.pending: list[str] = []
         self.size = 0
         self.live = True
-        # Held while a chunk is sent, so that chunks leave in order.
-        self.lock = threading.Lock()
+        # Held while a chunk is sent, so that chunks leave in order; re-entrant
+        # for a write that interrupts its own thread's send (see _sending).
+        self.lock = threading.RLock()
 
     def write(self, text: str) -> int:
         n = super().write(text)
-        if text and self.live:
+        if text and self.live and os.getpid() == self.pid:
             with self.lock:
                 self.pending.append(text)
                 self.size += len(text)
-                full = self.size >= _LIVE_CHUNK
+                full = self.size >= _LIVE_CHUNK and not getattr(_sending, "active", False)
             if full:
                 self.send_pending()
             else:
@@ -228,9 +240,13 @@ class _LiveText(io.StringIO):
             self.live = False
 
     def _send_locked(self) -> None:
-        if self.live and self.pending:
+        if self.live and self.pending and not getattr(_sending, "active", False):
             text, self.pending, self.size = "".join(self.pending), [], 0
-            self.sender.send(self.header + text.encode("utf-8", "replace"))
+            _sending.active = True
+            try:
+                self.sender.send(self.header + text.encode("utf-8", "replace"))
+            finally:
+                _sending.active = False
 
 
 def _serve(

@@ -21,7 +21,7 @@ from rota.models import AdminActionLog, Event, JobDefinition, JobRun, Schedule, 
 from rota.ops.access import ops_required
 from rota.ops.errors import error_response
 from rota.ops.render import page
-from rota.ops.table import capped_count
+from rota.ops.table import capped_count, parse_date
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,12 @@ async def job_run_now(request: HttpRequest, name: str) -> HttpResponse:
         return JsonResponse({"detail": "POST only"}, status=405)
     try:
         body = json.loads(request.body or b"{}")
-        params = body.get("params", {}) if isinstance(body, dict) else None
+    except ValueError:
+        return JsonResponse({"detail": "the body is not JSON"}, status=422)
+    try:
+        if not isinstance(body, dict):
+            raise InvalidInput("the body must be a JSON object")
+        params = body.get("params", {})
         if not isinstance(params, dict):
             raise InvalidInput("params must be a JSON object", field="params")
         job = await JobDefinition.objects.filter(name=name).afirst()
@@ -170,8 +175,6 @@ async def job_run_now(request: HttpRequest, name: str) -> HttpResponse:
         if not job.enabled:
             raise Conflict(f"job {name!r} is disabled")
         run, _ = await RunService(await get_bus()).submit(RunRequest(job=job, params=params))
-    except ValueError:
-        return JsonResponse({"detail": "the body is not JSON"}, status=422)
     except RotaError as exc:
         return error_response(exc)
     await record(request.ops.username, "job.run_now", name, run_id=run.id)
@@ -315,14 +318,6 @@ def settings_page(request: HttpRequest) -> HttpResponse:
 # -- audit log and events -------------------------------------------------------------------
 
 
-def _day(raw: str, end: bool = False) -> datetime | None:
-    try:
-        day = datetime.strptime(raw.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return day + timedelta(days=1) if end else day
-
-
 @ops_required()
 def audit_page(request: HttpRequest) -> HttpResponse:
     q = request.GET
@@ -336,9 +331,14 @@ def audit_page(request: HttpRequest) -> HttpResponse:
         qs = qs.filter(action__startswith=filters["action"])
     if filters["target"]:
         qs = qs.filter(target__startswith=filters["target"])
-    if start := _day(filters["date_from"]):
+    try:
+        start = parse_date(filters["date_from"], "date_from")
+        end = parse_date(filters["date_to"], "date_to", end=True)
+    except InvalidInput as exc:
+        return error_response(exc)
+    if start:
         qs = qs.filter(created_at__gte=start)
-    if end := _day(filters["date_to"], end=True):
+    if end:
         qs = qs.filter(created_at__lt=end)
     paginator = Paginator(qs, 50)
     entries = paginator.get_page(q.get("page"))

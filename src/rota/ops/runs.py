@@ -162,7 +162,14 @@ async def reassign(request: HttpRequest, run_id: str) -> HttpResponse:
         body = json.loads(request.body or b"{}")
     except ValueError:
         return JsonResponse({"detail": "the body is not JSON"}, status=422)
-    worker_id = (body.get("worker_id") or "").strip() or None if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return JsonResponse({"detail": "the body must be a JSON object"}, status=422)
+    worker_id = body.get("worker_id")
+    if worker_id is not None and not isinstance(worker_id, str):
+        return JsonResponse(
+            {"detail": "worker_id must be a string (a worker's id) or absent"}, status=422
+        )
+    worker_id = (worker_id or "").strip() or None
     try:
         snap = await reassign_run(run_id, worker_id)
     except RotaError as exc:

@@ -92,18 +92,41 @@ def _int(q: QueryDict, key: str, default: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, value))
 
 
-def _date(q: QueryDict, key: str, end: bool) -> datetime | None:
-    raw = q.get(key, "").strip()
+#: The earliest moment the date filters take: run ids (ULIDs) count from it.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_date(raw: str, key: str, end: bool = False) -> datetime | None:
+    """A date filter's value as a moment in UTC: ``YYYY-MM-DD`` (with ``end``,
+    the moment after that day) or an ISO 8601 date-time; None when empty.
+
+    Not a date, or before 1970-01-01, is a 422 naming ``key``. The end of
+    9999-12-31 is past the last moment a datetime holds, so it is None too: no
+    upper bound."""
+    raw = raw.strip()
     if not raw:
         return None
+    day = len(raw) == 10
     try:
-        if len(raw) == 10:
-            day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
-            return day + timedelta(days=1) if end else day
-        value = datetime.fromisoformat(raw)
-    except ValueError:
+        if day:
+            value = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        else:
+            value = datetime.fromisoformat(raw)
+            value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput(f"{key} must be a date (YYYY-MM-DD), not {raw!r}", field=key) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if value < EARLIEST:
+        raise InvalidInput(f"{key} must be 1970-01-01 or later, not {raw!r}", field=key)
+    if not (day and end):
+        return value
+    try:
+        return value + timedelta(days=1)
+    except OverflowError:
+        return None
+
+
+def _date(q: QueryDict, key: str, end: bool) -> datetime | None:
+    return parse_date(q.get(key, ""), key, end)
 
 
 def parse_request(q: QueryDict) -> TableRequest:

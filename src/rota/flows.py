@@ -9,8 +9,10 @@ An uploaded flow.yaml is parsed with Pyoco's own loader (``PyocoConfig``) and it
 graph with Pyoco's graph parser; it is never executed as Python. Unlike
 ``pyoco run``, the tasks it names must all be registered tasks: ``use:`` and
 ``callable:`` only pick among them (no import of a path the file chose), and
-``$env`` references are refused so that a file cannot read the worker's
-environment. Loop and switch expressions go through Pyoco's restricted evaluator.
+nothing in it may read the worker's environment or reach into Python objects
+(see :func:`parse_config`). Loop and switch expressions go through Pyoco's
+restricted evaluator. YAML aliases are refused: a few hundred bytes of nested
+aliases expand to gigabytes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import copy
 import hashlib
 import importlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +30,8 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any
 
+import orjson
+import yaml  # type: ignore[import-untyped]  # pyoco's YAML library; no stubs pinned
 from pyoco.core.models import Flow, Task
 from pyoco.dsl.graph import build_flow_from_graph
 from pyoco.dsl.syntax import TaskWrapper
@@ -143,12 +148,72 @@ def _callable_path(task: Task) -> str:
     return f"{task.func.__module__}:{task.func.__qualname__}"
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (``*name``, and so ``<<: *name``)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in flow.yaml", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+#: Pyoco's shorthand for an environment variable in a graph expression
+#: (``{{env.KEY}}`` compiles to ``$env.KEY``).
+_ENV_SHORTHAND = re.compile(r"(?<![\w.$])env\.")
+
+
+def _strings(data: Any) -> Iterable[str]:
+    """Every string in a parsed YAML document, keys and values, at any depth."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                stack.extend((key, value))
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+
+
+def _refuse_host_access(data: Any) -> None:
+    # Pyoco reads the environment through ``$env.KEY`` (Context.resolve, for task
+    # inputs) and ``$env.KEY`` / ``env.KEY`` in graph expressions (the evaluator
+    # gets all of os.environ). Its references also walk attributes with getattr
+    # (``$node.<task>.output.<attr>``, ``$ctx.<path>`` in expressions), and from a
+    # ``__dunder__`` or ``_private`` attribute os.environ is a few steps away.
+    # Checked on the parsed document: YAML escapes ("\x24env") hide it in the text.
+    for text in _strings(data):
+        if "$env" in text:
+            raise FlowError("flow.yaml may not read the environment ($env references are refused)")
+        if text.startswith("$") and "._" in text:
+            raise FlowError(f"flow.yaml may not reach into Python objects: {text[:100]!r}")
+
+
+def _refuse_host_access_in_graph(name: str, graph: str) -> None:
+    if _ENV_SHORTHAND.search(graph):
+        raise FlowError(f"flow.yaml may not read the environment (env. in an expression of {name})")
+    if "._" in graph:
+        raise FlowError(
+            f"flow.yaml may not reach into Python objects ('._' in an expression of {name})"
+        )
+
+
 def parse_config(text: str) -> PyocoConfig:
-    """flow.yaml through Pyoco's loader (which reads a path, hence the file)."""
+    """flow.yaml through Pyoco's loader (which reads a path, hence the file),
+    after a check of the document with aliases refused: nothing in it may read
+    the environment (``$env``, ``env.`` in a graph) or follow a reference into
+    an attribute whose name starts with ``_``."""
     if len(text.encode()) > FLOW_YAML_LIMIT:
         raise FlowError(f"flow.yaml is larger than {FLOW_YAML_LIMIT} bytes")
-    if "$env" in text:
-        raise FlowError("flow.yaml may not read the environment ($env references are refused)")
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader: no Python tags
+    except Exception as exc:  # yaml.YAMLError, RecursionError for deep nesting
+        raise FlowError(f"invalid flow.yaml: {_first_line(exc)}") from None
+    _refuse_host_access(data)
     fd, path = tempfile.mkstemp(prefix="rota-flow-", suffix=".yaml")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -165,6 +230,9 @@ def parse_config(text: str) -> PyocoConfig:
         raise FlowError("invalid flow.yaml: 'flow.defaults' must be a mapping")
     if config.runtime.expose_env:
         raise FlowError("flow.yaml may not expose the environment (runtime.expose_env)")
+    _refuse_host_access_in_graph("flow.graph", config.flow.graph)
+    for name, pipe in config.pipes.items():
+        _refuse_host_access_in_graph(f"pipes.{name}", pipe)
     return config
 
 
@@ -177,6 +245,10 @@ def flow_from_yaml(text: str, reg: Registry, *, flow_name: str = "main") -> Yaml
     tasks = {name: _clone(t, name) for name, t in reg.tasks.items()}
     by_path = {_callable_path(t): t for t in reg.tasks.values()}
     for name, conf in config.tasks.items():
+        for key in ("use", "callable"):
+            value = getattr(conf, key)
+            if value is not None and not isinstance(value, str):
+                raise FlowError(f"task {name!r}: {key!r} must be a task name, not {value!r}"[:300])
         if conf.use:
             base = reg.tasks.get(conf.use)
             if base is None:
@@ -206,7 +278,11 @@ def flow_from_yaml(text: str, reg: Registry, *, flow_name: str = "main") -> Yaml
         if message.startswith("Task not found: "):
             message = f"unknown task {message.removeprefix('Task not found: ')!r}"
         raise FlowError(f"invalid flow graph: {message}") from None
-    return YamlFlow(flow=flow, defaults=dict(config.flow.defaults))
+    try:  # params travel as JSON: a YAML date becomes a string, a number key an error
+        defaults = orjson.loads(orjson.dumps(config.flow.defaults))
+    except orjson.JSONEncodeError as exc:
+        raise FlowError(f"invalid flow.yaml: 'flow.defaults' is not JSON: {exc}") from None
+    return YamlFlow(flow=flow, defaults=defaults)
 
 
 def _first_line(exc: BaseException) -> str:

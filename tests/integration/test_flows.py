@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 
+import orjson
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from rota.domain.snapshot import RunSnapshot
 from rota.domain.states import RunState
 from rota.flows import FLOW_YAML_LIMIT
 from rota.models import JobRun
@@ -27,6 +29,18 @@ flow:
     extract >> transform >> load
   defaults:
     count: 4
+"""
+
+#: A few hundred bytes whose aliases expand tenfold per level (to 100 KB of JSON here;
+#: a few levels more reach gigabytes).
+ALIAS_BOMB = """\
+flow:
+  graph: extract
+  defaults:
+    a: &a "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+    b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+    d: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
 """
 
 TERMINAL = {RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED}
@@ -189,6 +203,13 @@ async def test_unknown_flow_is_404_and_both_or_neither_is_422(client):
             "flow:\n  graph: extract\ntasks:\n  extract:\n    inputs:\n      count: $env.HOME\n",
             "$env",
         ),
+        (
+            'flow:\n  graph: extract\ntasks:\n  extract:\n    inputs: {count: "\\x24env.HOME"}\n',
+            "$env",
+        ),
+        ("flow:\n  graph: a\ntasks:\n  a:\n    use: [1]\n", "task 'a': 'use'"),
+        ("flow:\n  graph: a\ntasks:\n  a:\n    callable: {b: 1}\n", "task 'a': 'callable'"),
+        (ALIAS_BOMB, "aliases"),
     ],
 )
 async def test_bad_flow_yaml_is_422(client, text, detail):
@@ -211,3 +232,45 @@ async def test_bad_params_of_an_upload_are_422(client):
     r = await client.post("/runs/yaml", {"flow": upload, "params": "{not json"})
     assert r.status_code == 422
     assert r.json()["field"] == "params"
+
+
+async def test_params_merged_over_the_defaults_are_size_checked_too(client):
+    text = f"flow:\n  graph: extract\n  defaults:\n    big: {'y' * 40_000}\n"
+    params = orjson.dumps({"more": "z" * 40_000}).decode()
+    r = await client.post(
+        "/runs/yaml", {"flow": SimpleUploadedFile("flow.yaml", text.encode()), "params": params}
+    )
+    assert r.status_code == 422, r.content
+    assert "merged over the flow's defaults" in r.json()["detail"]
+    assert await JobRun.objects.acount() == 0
+
+
+async def test_an_abandoned_run_writes_no_progress_after_it_ends(flow_settings):
+    executor = PyocoExecutor(MODULES, size=0, progress_interval=0.05)
+    in_flight = asyncio.Event()
+    written: list[dict[str, str]] = []
+
+    async def report(run_id, tasks, records, truncated):
+        in_flight.set()
+        await asyncio.sleep(0.3)  # a slow write to the run's snapshot
+        written.append(tasks)
+
+    executor.bind_progress(report)
+    snap = RunSnapshot(
+        run_id="abandoned",
+        job="",
+        kind="pyoco",
+        target="sleepy",
+        flow_name="sleepy",
+        params={"seconds": 30},
+    )
+    run = asyncio.create_task(executor.run(snap, asyncio.Event()))
+    try:
+        await asyncio.wait_for(in_flight.wait(), timeout=10)
+        run.cancel()  # e.g. the worker task torn down mid-run
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        await asyncio.sleep(0.5)
+        assert written == []
+    finally:
+        await executor.close()

@@ -99,3 +99,83 @@ def test_bad_yaml_is_refused_with_a_reason(text, message):
     with pytest.raises(FlowError) as err:
         flow_from_yaml(text, REG)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A YAML escape hides "$env" from the raw text; the parsed string has it.
+        'flow:\n  graph: extract\ntasks:\n  extract:\n    inputs: {count: "\\x24env.SECRET"}\n',
+        'flow:\n  graph: extract\n  defaults:\n    deep: [{"\\u0024env.SECRET": 1}]\n',
+        # Graph expressions: $env, and Pyoco's env. shorthand, in the graph or a pipe.
+        'flow:\n  graph: "switch(on={{\\x24env.SECRET}}){ x: extract; default: prepare; }"\n',
+        "flow:\n  graph: |\n    switch(on={{env.SECRET}}){ x: extract; default: prepare; }\n",
+        "flow:\n  graph: pipe(p)\npipes:\n  p: |\n    switch(on={{ env.SECRET }}){ x: extract; }\n",
+    ],
+)
+def test_yaml_that_reads_the_environment_is_refused(text):
+    with pytest.raises(FlowError, match="environment"):
+        flow_from_yaml(text, REG)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # From a loop frame's __init__, os.environ is three attributes away.
+        "flow:\n  graph: |\n    foreach(over={{items}}, item=it){\n"
+        "      until(cond={{$ctx.loop.__init__.__globals__.threading._os.environ.K == 1}},"
+        " max_iter=1){ extract }\n    }\n  defaults: {items: [1]}\n",
+        "flow:\n  graph: foreach(over={{items}}, item=it){ until(cond={{loop.__class__}}){ extract } }\n",
+        "flow:\n  graph: extract >> transform\n"
+        "tasks:\n  transform:\n    inputs: {extract: $node.extract.output.__class__}\n",
+    ],
+)
+def test_yaml_references_into_python_objects_are_refused(text):
+    with pytest.raises(FlowError, match="Python objects"):
+        flow_from_yaml(text, REG)
+
+
+def test_yaml_references_and_plain_strings_that_only_look_alike_are_kept():
+    spec = flow_from_yaml(
+        "flow:\n  graph: extract >> transform >> load\n"
+        "  defaults: {note: see env.txt and a._b, price: 5 $ or so}\n"
+        "tasks:\n  extract:\n    inputs: {count: $ctx.params.count}\n"
+        "  load:\n    inputs: {transform: $node.transform.output}\n",
+        REG,
+    )
+    assert spec.defaults == {"note": "see env.txt and a._b", "price": "5 $ or so"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "flow:\n  graph: extract\n  defaults:\n    a: &a [1, 2]\n    b: *a\n",
+        "base: &base {count: 2}\nflow:\n  graph: extract\n  defaults:\n    <<: *base\n",
+    ],
+)
+def test_yaml_aliases_are_refused(text):
+    with pytest.raises(FlowError, match="aliases"):
+        flow_from_yaml(text, REG)
+
+
+def test_an_anchor_nothing_refers_to_is_harmless():
+    spec = flow_from_yaml("flow:\n  graph: extract\n  defaults: &d {count: 2}\n", REG)
+    assert spec.defaults == {"count": 2}
+
+
+@pytest.mark.parametrize(
+    ("task", "key", "value"),
+    [("first", "use", "[1]"), ("second", "callable", "{a: 1}"), ("third", "use", "7")],
+)
+def test_a_use_or_callable_that_is_not_a_string_is_refused_naming_the_task(task, key, value):
+    text = f"flow:\n  graph: {task}\ntasks:\n  {task}:\n    {key}: {value}\n"
+    with pytest.raises(FlowError) as err:
+        flow_from_yaml(text, REG)
+    assert f"task {task!r}" in str(err.value) and key in str(err.value)
+
+
+def test_defaults_are_json_values():
+    spec = flow_from_yaml("flow:\n  graph: extract\n  defaults: {day: 2024-05-01}\n", REG)
+    assert spec.defaults == {"day": "2024-05-01"}
+    with pytest.raises(FlowError, match="not JSON"):
+        flow_from_yaml("flow:\n  graph: extract\n  defaults: {1: one}\n", REG)

@@ -28,11 +28,11 @@ PARAMS_LIMIT = 64 * 1024
 _ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
-def _check_params(params: Any) -> dict[str, Any]:
+def _check_params(params: Any, *, what: str = "params") -> dict[str, Any]:
     if not isinstance(params, dict):
         raise InvalidInput("params must be a JSON object", field="params")
     if len(orjson.dumps(params)) > PARAMS_LIMIT:
-        raise InvalidInput(f"params are larger than {PARAMS_LIMIT} bytes", field="params")
+        raise InvalidInput(f"{what} are larger than {PARAMS_LIMIT} bytes", field="params")
     return params
 
 
@@ -116,9 +116,13 @@ async def submit_flow_yaml(  # type: ignore[no-untyped-def]
         spec = flow_from_yaml(text, registry(get_settings().flow_modules), flow_name=name)
     except FlowError as exc:
         raise InvalidInput(str(exc), field="flow") from None
+    # The file's defaults count too: the run carries them merged.
+    merged = _check_params(
+        {**spec.defaults, **given}, what="params merged over the flow's defaults"
+    )
     row, snap = prepare_flow(
         name,
-        {**spec.defaults, **given},
+        merged,
         tag=tag,
         flow_yaml=text,
         idempotency_key=_idempotency_key(request),

@@ -337,6 +337,13 @@ class _Reporter:
         if self.task is not None:
             await self.task
 
+    def cancel(self) -> None:
+        """Drop progress not yet written and stop a write in flight: the run is
+        being abandoned, and nothing may land on its snapshot after it."""
+        self.latest = None
+        if self.task is not None:
+            self.task.cancel()
+
 
 class PyocoExecutor:
     """Runs Pyoco flows in warm child processes.
@@ -404,6 +411,7 @@ class PyocoExecutor:
         try:
             outcome, tasks, records, truncated = await self._follow(child, snap, cancel, reporter)
         except BaseException:
+            reporter.cancel()
             child.kill()
             self._track(self._retire(child))
             raise

@@ -22,9 +22,27 @@ async def _client(name: str, group: str | None, superuser: bool = False) -> Auth
     return Authorized(raw)
 
 
-async def test_the_ops_groups_exist_after_migrate():
-    names = {g.name async for g in Group.objects.filter(name__startswith="ops_")}
-    assert names == {"ops_view", "ops_operator", "ops_admin"}
+async def test_the_ops_groups_migration_creates_them_once():
+    """The data migration itself, run against the migration state (any earlier
+    transactional test may have flushed what `migrate` wrote)."""
+    import importlib
+
+    from asgiref.sync import sync_to_async
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    migration = importlib.import_module("rota.migrations.0002_ops_groups")
+
+    def run_twice() -> None:
+        apps = MigrationExecutor(connection).loader.project_state(("rota", "0002_ops_groups")).apps
+        Group.objects.filter(name__in=migration.GROUPS).delete()
+        with connection.schema_editor() as editor:
+            migration.create(apps, editor)
+            migration.create(apps, editor)  # a second run adds nothing
+
+    await sync_to_async(run_twice)()
+    names = [g.name async for g in Group.objects.filter(name__startswith="ops_")]
+    assert sorted(names) == ["ops_admin", "ops_operator", "ops_view"]
 
 
 async def test_view_operate_admin(bus):

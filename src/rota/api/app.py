@@ -378,11 +378,7 @@ async def submit_run(request: HttpRequest, body: RunIn):  # type: ignore[no-unty
         return await submit_flow(request, body)
     # Through the run path's SQL thread: one persistent connection, instead of a
     # new one in the request's thread for every submission.
-    job = await sql_writer().call(_job_named, body.job)
-    if job is None:
-        raise NotFound(f"no job named {body.job!r}")
-    if not job.enabled:
-        raise Conflict(f"job {body.job!r} is disabled")
+    job = await runnable_job(body.job)
     key = request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > 200:
         raise InvalidInput("Idempotency-Key is longer than 200 characters", field="Idempotency-Key")
@@ -398,6 +394,17 @@ async def submit_run(request: HttpRequest, body: RunIn):  # type: ignore[no-unty
 
 # Before /runs/{run_id}, whose URL pattern would take this path.
 api.post("/runs/yaml", response=flows_api.YAML_RESPONSES, tags=["runs"])(flows_api.submit_flow_yaml)
+
+
+async def runnable_job(name: str) -> JobDefinition:
+    """The job named ``name``, to run now: NotFound (404) when there is none,
+    Conflict (409) when it is disabled."""
+    job = await sql_writer().call(_job_named, name)
+    if job is None:
+        raise NotFound(f"no job named {name!r}")
+    if not job.enabled:
+        raise Conflict(f"job {name!r} is disabled")
+    return job
 
 
 def _job_named(name: str) -> JobDefinition | None:

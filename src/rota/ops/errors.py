@@ -3,7 +3,10 @@ status the JSON API uses for the same error."""
 
 from __future__ import annotations
 
-from django.http import JsonResponse
+import json
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
 
 from rota.errors import BackendUnavailable, Conflict, InvalidInput, NotFound, RotaError
 
@@ -19,3 +22,14 @@ def error_response(exc: RotaError) -> JsonResponse:
     elif isinstance(exc, BackendUnavailable):
         status = 503
     return JsonResponse({"detail": exc.message}, status=status)
+
+
+def json_object(request: HttpRequest) -> dict[str, Any]:
+    """The JSON object an ops POST sends (an empty body is ``{}``)."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        raise InvalidInput("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body

@@ -16,10 +16,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from rota.api.auth import OPERATE
 from rota.domain.states import RunState
-from rota.errors import Conflict, InvalidInput, NotFound, RotaError
+from rota.errors import InvalidInput, RotaError
 from rota.models import AdminActionLog, Event, JobDefinition, JobRun, Schedule, SchedulerSettings
 from rota.ops.access import ops_required
-from rota.ops.errors import error_response
+from rota.ops.errors import error_response, json_object
 from rota.ops.render import page
 from rota.ops.table import capped_count, parse_date
 
@@ -153,27 +153,17 @@ def jobs_page(request: HttpRequest) -> HttpResponse:
 async def job_run_now(request: HttpRequest, name: str) -> HttpResponse:
     """POST ``{"params": {...}}``: a run of the job now, its params merged over
     the job's defaults and validated against its schema. Audited as job.run_now."""
-    from rota.api.app import get_bus
+    from rota.api.app import get_bus, runnable_job
     from rota.audit import record
     from rota.runs.service import RunRequest, RunService
 
     if request.method != "POST":
         return JsonResponse({"detail": "POST only"}, status=405)
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        return JsonResponse({"detail": "the body is not JSON"}, status=422)
-    try:
-        if not isinstance(body, dict):
-            raise InvalidInput("the body must be a JSON object")
-        params = body.get("params", {})
+        params = json_object(request).get("params", {})
         if not isinstance(params, dict):
             raise InvalidInput("params must be a JSON object", field="params")
-        job = await JobDefinition.objects.filter(name=name).afirst()
-        if job is None:
-            raise NotFound(f"no job named {name!r}")
-        if not job.enabled:
-            raise Conflict(f"job {name!r} is disabled")
+        job = await runnable_job(name)
         run, _ = await RunService(await get_bus()).submit(RunRequest(job=job, params=params))
     except RotaError as exc:
         return error_response(exc)

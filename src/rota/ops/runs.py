@@ -12,10 +12,10 @@ from django.urls import NoReverseMatch, reverse
 
 from rota.api.auth import OPERATE
 from rota.domain.states import RunState
-from rota.errors import RotaError
+from rota.errors import InvalidInput, RotaError
 from rota.models import JobDefinition
 from rota.ops.access import ops_required
-from rota.ops.errors import error_response
+from rota.ops.errors import error_response, json_object
 from rota.ops.render import page
 from rota.ops.table import COUNT_CAP, parse_request, table_page
 
@@ -159,18 +159,10 @@ async def reassign(request: HttpRequest, run_id: str) -> HttpResponse:
     if request.method != "POST":
         return JsonResponse({"detail": "POST only"}, status=405)
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        return JsonResponse({"detail": "the body is not JSON"}, status=422)
-    if not isinstance(body, dict):
-        return JsonResponse({"detail": "the body must be a JSON object"}, status=422)
-    worker_id = body.get("worker_id")
-    if worker_id is not None and not isinstance(worker_id, str):
-        return JsonResponse(
-            {"detail": "worker_id must be a string (a worker's id) or absent"}, status=422
-        )
-    worker_id = (worker_id or "").strip() or None
-    try:
+        worker_id = json_object(request).get("worker_id")
+        if worker_id is not None and not isinstance(worker_id, str):
+            raise InvalidInput("worker_id must be a string (a worker's id) or absent")
+        worker_id = (worker_id or "").strip() or None
         snap = await reassign_run(run_id, worker_id)
     except RotaError as exc:
         return error_response(exc)

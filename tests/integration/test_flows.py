@@ -274,3 +274,24 @@ async def test_an_abandoned_run_writes_no_progress_after_it_ends(flow_settings):
         assert written == []
     finally:
         await executor.close()
+
+
+async def test_watch_shows_task_progress_before_the_end(client, worker):
+    from tests.integration.test_runs_api import read_stream
+
+    r = await client.post(
+        "/runs",
+        {"flow_name": "sleepy", "params": {"seconds": 1.0}, "tag": "flows"},
+        content_type="application/json",
+    )
+    assert r.status_code == 201, r.content
+    frames = await read_stream(client, f"/runs/{r.json()['run_id']}/watch?heartbeat=0.5")
+    snapshots = [f["data"] for f in frames if f["event"] == "snapshot"]
+    assert snapshots[-1]["tasks"] == {"nap": "SUCCEEDED", "wake": "SUCCEEDED"}
+    # While nap slept, a snapshot already showed it going and wake not done.
+    assert any(
+        s["state"] == "RUNNING"
+        and s["tasks"].get("nap") == "RUNNING"
+        and s["tasks"]["wake"] != "SUCCEEDED"
+        for s in snapshots[:-1]
+    ), [s["tasks"] for s in snapshots]

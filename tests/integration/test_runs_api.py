@@ -271,3 +271,28 @@ async def test_watch_of_a_held_run_ends_when_it_is_cancelled(client):  # noqa: F
     assert frames[-1]["event"] == "snapshot" and frames[-1]["data"]["state"] == "CANCELLED"
     bad = await client.get(f"/runs/{run_id}/watch", headers={"Last-Event-ID": "²"})
     assert bad.status_code == 422
+
+
+async def test_reconnecting_while_the_run_goes_repeats_nothing(client, worker):  # noqa: F811
+    """Leave the stream at the RUNNING snapshot, reconnect with its id while the
+    run still goes: only later snapshots come, the terminal one last."""
+    run_id = await _submit(client, "resumed", "import time; time.sleep(1.0)")
+    response = await client.get(f"/runs/{run_id}/watch?heartbeat=0.2")
+    body, left_at = b"", None
+    async for part in response.streaming_content:
+        body += part
+        running = [
+            f
+            for f in parse_sse(body)
+            if f["event"] == "snapshot" and f["data"]["state"] == "RUNNING"
+        ]
+        if running:
+            left_at = int(running[0]["id"])
+            break
+    await response.streaming_content.aclose()
+    assert left_at is not None
+    assert (await JobRun.objects.aget(id=run_id)).state != "SUCCEEDED"  # still going
+    again = await read_stream(client, f"/runs/{run_id}/watch", last_event_id=str(left_at))
+    snapshots = [f for f in again if f["event"] == "snapshot"]
+    assert snapshots and all(int(f["id"]) > left_at for f in snapshots)
+    assert snapshots[-1]["data"]["state"] == "SUCCEEDED"

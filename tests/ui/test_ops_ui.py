@@ -103,6 +103,13 @@ def test_viewer_sees_no_operation_buttons_and_gets_403(context, ui_stack):
     r = page.request.patch("/settings", headers=headers, data='{"grpc_retries": 1}')
     assert r.status == 403
     assert ui_stack.client.get(f"/runs/{run_id}").json()["state"] == "RUNNING"
+    # The control: the same pages show an operator the buttons the viewer lacked.
+    context.clear_cookies()
+    page = login(context, "operator")
+    for path in ("/ops/jobs/", "/ops/workers/", f"/ops/runs/{run_id}/"):
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        assert page.locator(OPERATION_BUTTONS).count() > 0, path
     assert ui_stack.client.post(f"/runs/{run_id}/cancel").status_code == 200
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 class RotaError(Exception):
     retryable = False
+    #: The HTTP status the API and the ops UI answer it with (``{"detail": ...}``).
+    http_status = 500
 
     def __init__(self, message: str, *, hint: str = "", retryable: bool | None = None) -> None:
         super().__init__(message)
@@ -17,22 +19,34 @@ class RotaError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def http_body(self) -> dict[str, str]:
+        return {"detail": self.message}
+
 
 class NotFound(RotaError):
-    pass
+    http_status = 404
 
 
 class Conflict(RotaError):
-    pass
+    http_status = 409
 
 
 class InvalidInput(RotaError):
     """Input that can never succeed as given; ``field`` names the culprit."""
 
+    http_status = 422
+
     def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
         super().__init__(message, hint=hint)
         self.field = field
 
+    def http_body(self) -> dict[str, str]:
+        return {"detail": self.message, "field": self.field}
+
 
 class BackendUnavailable(RotaError):
     retryable = True
+    http_status = 503
+
+    def http_body(self) -> dict[str, str]:
+        return {"detail": str(self)}  # the hint says what to check

@@ -16,7 +16,7 @@ from ninja import Field, NinjaAPI, Query, Schema, Status
 
 import rota
 from rota.api import flows as flows_api
-from rota.api.auth import ADMIN_AUTH, Forbidden, OpsAuth, require_view
+from rota.api.auth import ADMIN_AUTH, OpsAuth, require_view
 from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
 from rota.bus.connection import Bus, connect
 from rota.conf import get_settings
@@ -24,7 +24,7 @@ from rota.domain.clock import utc_from_ts as _dt
 from rota.domain.params import check_schema
 from rota.domain.snapshot import RunSnapshot
 from rota.domain.states import RunState, seed003_status
-from rota.errors import BackendUnavailable, Conflict, InvalidInput, NotFound, RotaError
+from rota.errors import Conflict, InvalidInput, NotFound, RotaError
 from rota.flows import yaml_info
 from rota.models import JobDefinition, JobRun, RunLog
 from rota.runs.service import RunRequest, RunService
@@ -67,29 +67,10 @@ def _routers() -> None:
 _ERRORS = {403: ErrorOut, 404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: ErrorOut, 503: ErrorOut}
 
 
-@api.exception_handler(InvalidInput)
-def _invalid(request: HttpRequest, exc: InvalidInput) -> HttpResponse:
-    return api.create_response(request, {"detail": exc.message, "field": exc.field}, status=422)
-
-
-@api.exception_handler(Forbidden)
-def _forbidden(request: HttpRequest, exc: Forbidden) -> HttpResponse:
-    return api.create_response(request, {"detail": exc.message}, status=403)
-
-
-@api.exception_handler(NotFound)
-def _not_found(request: HttpRequest, exc: NotFound) -> HttpResponse:
-    return api.create_response(request, {"detail": exc.message}, status=404)
-
-
-@api.exception_handler(Conflict)
-def _conflict(request: HttpRequest, exc: Conflict) -> HttpResponse:
-    return api.create_response(request, {"detail": exc.message}, status=409)
-
-
-@api.exception_handler(BackendUnavailable)
-def _unavailable(request: HttpRequest, exc: BackendUnavailable) -> HttpResponse:
-    return api.create_response(request, {"detail": str(exc)}, status=503)
+@api.exception_handler(RotaError)
+def _rota_error(request: HttpRequest, exc: RotaError) -> HttpResponse:
+    """Every rota error as ``{"detail": ...}`` with its status (422 adds ``field``)."""
+    return api.create_response(request, exc.http_body(), status=exc.http_status)
 
 
 # -- the NATS connection of this process --------------------------------------------

@@ -42,6 +42,8 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 class Forbidden(RotaError):
     """Authenticated, but not in an ops group that allows this."""
 
+    http_status = 403
+
 
 def _lookup(raw: str) -> tuple[Any, frozenset[str]] | None:
     token = (

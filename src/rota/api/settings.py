@@ -27,6 +27,16 @@ class SettingsPatch(Schema):
     degrade_cooldown_seconds: float | None = Field(None, ge=0, le=3600)
 
 
+def bounds(name: str) -> tuple[float, float]:
+    """The (min, max) a setting takes, as ``SettingsPatch`` checks it (the ops
+    settings page shows the same limits)."""
+    meta = SettingsPatch.model_fields[name].metadata
+    return (
+        next(m.ge for m in meta if getattr(m, "ge", None) is not None),
+        next(m.le for m in meta if getattr(m, "le", None) is not None),
+    )
+
+
 def _load() -> dict:
     from rota.models import SchedulerSettings
 

@@ -48,7 +48,7 @@ async def list_workers(request: HttpRequest, filters: Query[WorkerFilter]):  # t
     bus = await _bus()
     items = await registry.list_workers(bus.js)
     if filters.scope == "active":
-        items = [w for w in items if w["active"] or w["state"] == "DETACHED"]
+        items = [w for w in items if registry.listed(w)]
     if filters.state:
         wanted = {s.strip().upper() for s in filters.state.split(",")}
         items = [w for w in items if w["state"] in wanted]

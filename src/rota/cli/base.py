@@ -47,9 +47,10 @@ def run_system_checks() -> None:
     """Django system checks (rota.E0xx among them); errors stop the command."""
     from django.core import checks
 
-    errors = [m for m in checks.run_checks() if m.level >= checks.ERROR]
-    for m in checks.run_checks():
-        if m.level < checks.ERROR and m.level >= checks.WARNING:
+    messages = checks.run_checks()
+    errors = [m for m in messages if m.level >= checks.ERROR]
+    for m in messages:
+        if checks.WARNING <= m.level < checks.ERROR:
             print(
                 f"warning: {m.id}: {m.msg}" + (f" (hint: {m.hint})" if m.hint else ""),
                 file=sys.stderr,

@@ -140,3 +140,9 @@ async def endpoint_of(js: JetStreamContext, worker_id: str) -> str | None:
     except KeyNotFoundError:
         return None
     return orjson.loads(entry.value or b"{}").get("grpc_endpoint") or None
+
+
+def listed(worker: dict[str, Any]) -> bool:
+    """Whether an operator's default list shows the worker: the active ones,
+    and the detached ones (they still finish their runs)."""
+    return bool(worker["active"]) or worker["state"] == "DETACHED"

@@ -1,5 +1,5 @@
-"""rota's errors as the ops endpoints answer them: ``{"detail": ...}`` with the
-status the JSON API uses for the same error."""
+"""rota's errors as the ops endpoints answer them: the body and status the JSON
+API answers (``RotaError.http_status``, ``http_body``)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
-from rota.errors import BackendUnavailable, Conflict, InvalidInput, NotFound, RotaError
+from rota.errors import InvalidInput, RotaError
 
 
 def error_response(exc: RotaError) -> JsonResponse:
-    status = 400
-    if isinstance(exc, NotFound):
-        status = 404
-    elif isinstance(exc, Conflict):
-        status = 409
-    elif isinstance(exc, InvalidInput):
-        status = 422
-    elif isinstance(exc, BackendUnavailable):
-        status = 503
-    return JsonResponse({"detail": exc.message}, status=status)
+    return JsonResponse(exc.http_body(), status=exc.http_status)
 
 
 def json_object(request: HttpRequest) -> dict[str, Any]:

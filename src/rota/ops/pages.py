@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.db.models import Count, Q
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from rota.api.auth import OPERATE
+from rota.coordination import registry
 from rota.domain.states import RunState
 from rota.errors import InvalidInput, RotaError
 from rota.models import AdminActionLog, Event, JobDefinition, JobRun, Schedule, SchedulerSettings
@@ -74,13 +75,13 @@ async def dashboard(request: HttpRequest) -> HttpResponse:
 
     cluster = await cluster_view()
     workers = cluster["workers"]
+    states = Counter(w["state"] for w in workers)
     summary = {
-        "total": len([w for w in workers if w["active"] or w["state"] == "DETACHED"]),
-        "running": len([w for w in workers if w["state"] == "RUNNING"]),
-        "idle": len([w for w in workers if w["state"] == "IDLE"]),
-        "draining": len([w for w in workers if w["state"] == "DRAINING"]),
-        "detached": len([w for w in workers if w["state"] == "DETACHED"]),
-        "disconnected": len([w for w in workers if w["state"] == "DISCONNECTED"]),
+        "total": sum(1 for w in workers if registry.listed(w)),
+        **{
+            s.lower(): states[s]
+            for s in ("RUNNING", "IDLE", "DRAINING", "DETACHED", "DISCONNECTED")
+        },
         "runs": sum(len(w["run_ids"]) for w in workers if w["active"]),
     }
     runs = await sync_to_async(_run_summary)()
@@ -149,7 +150,7 @@ def jobs_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-@ops_required(post_level=OPERATE)
+@ops_required()
 async def job_run_now(request: HttpRequest, name: str) -> HttpResponse:
     """POST ``{"params": {...}}``: a run of the job now, its params merged over
     the job's defaults and validated against its schema. Audited as job.run_now."""
@@ -220,18 +221,19 @@ def schedules_page(request: HttpRequest) -> HttpResponse:
 
 # -- settings ------------------------------------------------------------------------------
 
-#: The SchedulerSettings fields the page edits: (name, step, min, max), the API's bounds.
+#: The SchedulerSettings fields the page edits, with their input's step; their
+#: limits are the API's (rota.api.settings.bounds).
 SETTINGS_FIELDS = (
-    ("continuation_retries", "1", 1, 20),
-    ("continuation_interval_seconds", "0.1", 0.1, 60),
-    ("log_retention_days", "1", 1, 3650),
-    ("heartbeat_interval_seconds", "0.1", 0.1, 60),
-    ("heartbeat_ttl_seconds", "0.1", 0.1, 600),
-    ("leader_lease_seconds", "0.5", 1, 120),
-    ("assign_ahead_seconds", "1", 0, 300),
-    ("grpc_timeout_seconds", "0.1", 0.1, 60),
-    ("grpc_retries", "1", 0, 10),
-    ("degrade_cooldown_seconds", "1", 0, 3600),
+    ("continuation_retries", "1"),
+    ("continuation_interval_seconds", "0.05"),
+    ("log_retention_days", "1"),
+    ("heartbeat_interval_seconds", "0.1"),
+    ("heartbeat_ttl_seconds", "0.1"),
+    ("leader_lease_seconds", "0.5"),
+    ("assign_ahead_seconds", "1"),
+    ("grpc_timeout_seconds", "0.05"),
+    ("grpc_retries", "1"),
+    ("degrade_cooldown_seconds", "1"),
 )
 
 
@@ -281,6 +283,8 @@ def _settings_labels() -> dict[str, tuple[str, str]]:
 
 @ops_required()
 def settings_page(request: HttpRequest) -> HttpResponse:
+    from rota.api.settings import bounds
+
     row = SchedulerSettings.load()
     labels = _settings_labels()
     fields = [
@@ -290,11 +294,11 @@ def settings_page(request: HttpRequest) -> HttpResponse:
             "help": labels[name][1],
             "value": getattr(row, name),
             "step": step,
-            "min": lo,
-            "max": hi,
-            "integer": step == "1" and isinstance(getattr(row, name), int),
+            "min": bounds(name)[0],
+            "max": bounds(name)[1],
+            "integer": isinstance(getattr(row, name), int),
         }
-        for name, step, lo, hi in SETTINGS_FIELDS
+        for name, step in SETTINGS_FIELDS
     ]
     return page(
         request,

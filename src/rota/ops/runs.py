@@ -10,7 +10,6 @@ from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import NoReverseMatch, reverse
 
-from rota.api.auth import OPERATE
 from rota.domain.states import RunState
 from rota.errors import InvalidInput, RotaError
 from rota.models import JobDefinition
@@ -149,7 +148,7 @@ def _attempts(run_id: str) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-@ops_required(post_level=OPERATE)
+@ops_required()
 async def reassign(request: HttpRequest, run_id: str) -> HttpResponse:
     """POST: dispatch a run no worker holds (PENDING, ORPHANED) again, to its
     tag or pinned to one worker (``{"worker_id": ...}``). Audited as run.reassign."""

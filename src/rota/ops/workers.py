@@ -8,7 +8,7 @@ from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
-from rota.api.auth import OPERATE
+from rota.coordination import registry
 from rota.errors import RotaError
 from rota.models import JobRun
 from rota.ops.access import ops_required
@@ -42,7 +42,6 @@ def _shape(w: dict[str, Any]) -> dict[str, Any]:
 async def cluster_view() -> dict[str, Any]:
     """Workers and leadership, or the reason NATS could not be read."""
     from rota.api.app import get_bus
-    from rota.coordination import registry
 
     try:
         bus = await get_bus()
@@ -73,7 +72,7 @@ async def workers_page(request: HttpRequest) -> HttpResponse:
     data = await cluster_view()
     workers = data["workers"]
     if not show_all:
-        workers = [w for w in workers if w["active"] or w["state"] == "DETACHED"]
+        workers = [w for w in workers if registry.listed(w)]
     if not hidden:
         workers = [w for w in workers if not w["hidden"]]
     return page(
@@ -122,7 +121,7 @@ async def _control_call(request: HttpRequest, worker_id: str, call, action: str)
     return JsonResponse(out)
 
 
-@ops_required(post_level=OPERATE)
+@ops_required()
 async def worker_ping(request: HttpRequest, worker_id: str) -> HttpResponse:
     """POST: gRPC Ping of the worker, from the web server."""
     from rota.ops.operations import ping
@@ -130,7 +129,7 @@ async def worker_ping(request: HttpRequest, worker_id: str) -> HttpResponse:
     return await _control_call(request, worker_id, ping, "worker.ping")
 
 
-@ops_required(post_level=OPERATE)
+@ops_required()
 async def worker_status(request: HttpRequest, worker_id: str) -> HttpResponse:
     """POST: gRPC GetStatus of the worker."""
     from rota.ops.operations import status

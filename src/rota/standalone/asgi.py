@@ -20,7 +20,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rota.standalone.settings")
 django.setup(set_prefix=False)
 
 #: Paths served with the full middleware list (everything a browser session uses).
-BROWSER_PREFIXES = ("/ops", "/static", "/i18n", "/docs", "/openapi.json")
+BROWSER_PREFIXES = ("/ops", "/static", "/docs", "/openapi.json")
 
 
 class ApiASGIHandler(ASGIHandler):

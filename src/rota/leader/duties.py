@@ -64,6 +64,12 @@ async def start_leader_duties(
     marks = KvMirror(await bus.js.key_value(subjects.COORD_BUCKET), "detached.>")
     for m in (registry, heartbeats, marks):
         await m.start()
+    # Supervise with the initial values in: a heartbeat not read yet would make
+    # a healthy worker look DISCONNECTED, and its runs go CONFIRMING for nothing.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(*(m.ready.wait() for m in (registry, heartbeats, marks))), 5.0
+        )
     supervisor = Supervisor(
         bus,
         epoch=epoch,

@@ -97,11 +97,14 @@ class Supervisor:
         silent = {wid: entry for wid, (state, entry) in states.items() if state in SILENT}
         did = False
         if silent:
-            rows = await sql_writer().call(_owned_runs, list(silent))
-            for run_id, worker_id in rows:
-                if run_id in self._confirming:
-                    continue
-                v = await self.store.get(run_id)
+            rows = [
+                (run_id, worker_id)
+                for run_id, worker_id in await sql_writer().call(_owned_runs, list(silent))
+                if run_id not in self._confirming
+            ]
+            # One round trip for all of them, not one after another.
+            current = await asyncio.gather(*(self.store.get(run_id) for run_id, _ in rows))
+            for (_, worker_id), v in zip(rows, current, strict=True):
                 if v is None or v.snap.worker_id != worker_id:
                     continue
                 did = await self._supervise(v, silent[worker_id].get("grpc_endpoint", "")) or did

@@ -66,9 +66,7 @@ class RunStore:
 
     # -- worker side -------------------------------------------------------------
 
-    async def claim(
-        self, seen: Versioned, worker_id: str, *, leader_epoch: int | None = None
-    ) -> Versioned | None:
+    async def claim(self, seen: Versioned, worker_id: str) -> Versioned | None:
         """PENDING/ORPHANED → RUNNING, owned by ``worker_id`` with attempt + 1;
         → ASSIGNED instead for a run dispatched ahead of its ``scheduled_for``
         (assign-ahead), which :meth:`start` moves to RUNNING at that time.
@@ -97,7 +95,6 @@ class RunStore:
                 finished_at=None,
                 continuation_state=ContinuationState.NONE,
                 continuation_deadline_at=None,
-                leader_epoch=current.snap.leader_epoch if leader_epoch is None else leader_epoch,
             )
             if attempt > 1:  # a retry: keep the trail of attempts in the run
                 new.events = with_event(new, "CLAIMED", at=now, worker_id=worker_id)
@@ -127,13 +124,11 @@ class RunStore:
         CANCELLED and any other outcome is recorded as it happened. Returns None
         (and writes nothing) when the run now belongs to another attempt.
         """
-        current: Versioned | None = mine
-        for _ in range(MAX_CAS_RETRIES):
-            if current is None or not self.still_owned(current.snap, mine.snap):
-                return None
+
+        def build(s: RunSnapshot) -> RunSnapshot:
             now = time.time()
-            new = advance(
-                current.snap,
+            return advance(
+                s,
                 outcome.state,
                 now=now,
                 finished_at=now,
@@ -144,25 +139,17 @@ class RunStore:
                 stdout=tail(outcome.stdout),
                 stderr=tail(outcome.stderr),
             )
-            rev = await self._write(new, current.rev)
-            if rev is not None:
-                return Versioned(new, rev)
-            current = await self.get(mine.snap.run_id)
-        return None
+
+        return await self._update_owned(mine, build)
 
     async def heartbeat(self, mine: Versioned) -> Versioned | None:
         """Refresh heartbeat_at of a run this worker owns. Returns the current
         version (its state may now be CANCELLING), or None if no longer ours."""
-        current: Versioned | None = mine
-        for _ in range(MAX_CAS_RETRIES):
-            if current is None or not self.still_owned(current.snap, mine.snap):
-                return None
-            new = advance(current.snap, current.snap.state, heartbeat_at=time.time())
-            rev = await self._write(new, current.rev)
-            if rev is not None:
-                return Versioned(new, rev)
-            current = await self.get(mine.snap.run_id)
-        return current
+
+        def build(s: RunSnapshot) -> RunSnapshot:
+            return advance(s, s.state, heartbeat_at=time.time())
+
+        return await self._update_owned(mine, build, contended_is_ours=True)
 
     async def progress(
         self,
@@ -193,36 +180,27 @@ class RunStore:
                 task_records_truncated=truncated,
             )
 
-        return await self._update_owned(mine, build)
+        return await self._update_owned(mine, build, contended_is_ours=True)
 
     async def release(self, mine: Versioned) -> Versioned | None:
         """Hand a run back (graceful shutdown past its grace): → ORPHANED, no owner."""
-        current: Versioned | None = mine
-        for _ in range(MAX_CAS_RETRIES):
-            if current is None or not self.still_owned(current.snap, mine.snap):
-                return None
-            if current.snap.state == RunState.CANCELLING:
-                target = RunState.CANCELLED
-            else:
-                target = RunState.ORPHANED
+
+        def build(s: RunSnapshot) -> RunSnapshot:
+            cancelled = s.state == RunState.CANCELLING
             now = time.time()
             new = advance(
-                current.snap,
-                target,
+                s,
+                RunState.CANCELLED if cancelled else RunState.ORPHANED,
                 now=now,
                 worker_id=None,
                 error_summary="handed back by a stopping worker",
-                events=with_event(
-                    current.snap, "HANDED_BACK", at=now, worker_id=current.snap.worker_id
-                ),
+                events=with_event(s, "HANDED_BACK", at=now, worker_id=s.worker_id),
             )
-            if target == RunState.CANCELLED:
+            if cancelled:
                 new.finished_at = now
-            rev = await self._write(new, current.rev)
-            if rev is not None:
-                return Versioned(new, rev)
-            current = await self.get(mine.snap.run_id)
-        return None
+            return new
+
+        return await self._update_owned(mine, build)
 
     @staticmethod
     def still_owned(current: RunSnapshot, mine: RunSnapshot) -> bool:
@@ -269,29 +247,22 @@ class RunStore:
                 return Versioned(new, rev)
         return await self.get(run_id)
 
-    async def fail_unrunnable(self, seen: Versioned, reason: str) -> Versioned | None:
-        """PENDING/ORPHANED → FAILED for a run that cannot run (unknown kind, bad payload)."""
-        current: Versioned | None = seen
-        for _ in range(MAX_CAS_RETRIES):
-            if current is None or current.snap.state not in CLAIMABLE:
-                return None
-            now = time.time()
-            new = advance(
-                current.snap, RunState.FAILED, now=now, finished_at=now, error_summary=reason
-            )
-            rev = await self._write(new, current.rev)
-            if rev is not None:
-                return Versioned(new, rev)
-            current = await self.get(seen.snap.run_id)
-        return None
-
     # -- leader side: supervision of runs whose worker went silent -----------------
 
     async def _update_owned(
-        self, seen: Versioned, build: Callable[[RunSnapshot], RunSnapshot | None]
+        self,
+        seen: Versioned,
+        build: Callable[[RunSnapshot], RunSnapshot | None],
+        *,
+        contended_is_ours: bool = False,
     ) -> Versioned | None:
         """CAS loop over a run still owned by the attempt ``seen`` describes;
-        ``build(current)`` returns the next snapshot, or None to leave it as is."""
+        ``build(current)`` returns the next snapshot, or None to leave it as is.
+
+        None means the run is no longer that attempt's, or (unless
+        ``contended_is_ours``) that every compare-and-set lost to other writers;
+        with ``contended_is_ours`` the last version read is returned then: a
+        heartbeat or progress write simply tries again next time."""
         current: Versioned | None = seen
         for _ in range(MAX_CAS_RETRIES):
             if current is None or not self.still_owned(current.snap, seen.snap):
@@ -303,6 +274,8 @@ class RunStore:
             if rev is not None:
                 return Versioned(new, rev)
             current = await self.get(seen.snap.run_id)
+        if contended_is_ours and current is not None and self.still_owned(current.snap, seen.snap):
+            return current
         return None
 
     async def begin_confirming(

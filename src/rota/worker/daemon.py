@@ -541,12 +541,6 @@ class Worker:
         current = await self.store.progress(
             act.version, tasks=tasks, task_records=records, truncated=truncated
         )
-        if current is None:
-            # None is also "lost every compare-and-set to other writers": only
-            # a run really taken from us is stopped; a later write retries.
-            latest = await self.store.get(run_id)
-            if latest is not None and self.store.still_owned(latest.snap, act.version.snap):
-                return
         self._follow(act, current)
 
     def _follow(self, act: Active, current: Versioned | None) -> None:

@@ -148,9 +148,11 @@ def object_store_configs(settings: RotaSettings, replicas: int = 1) -> list[Obje
 _OWNED = ("num_replicas", "max_bytes", "discard", "description")
 
 
-def _changes(want: StreamConfig, have: StreamConfig, *, auto_replicas: bool) -> dict[str, Any]:
+def _changes(
+    want: StreamConfig, have: StreamConfig, owned: tuple[str, ...], *, auto_replicas: bool
+) -> dict[str, Any]:
     changes = {}
-    for name in _OWNED:
+    for name in owned:
         value = getattr(want, name)
         if value is None or value == getattr(have, name):
             continue
@@ -161,6 +163,9 @@ def _changes(want: StreamConfig, have: StreamConfig, *, auto_replicas: bool) -> 
         changes["max_age"] = want.max_age
     return changes
 
+
+#: What rota owns of a KV bucket's or object store's backing stream.
+_BACKING_OWNED = ("num_replicas", "description")
 
 #: Streams whose max age is rota's definition (not a runtime setting).
 _AGED = {subjects.DLQ_STREAM, subjects.LOGS_STREAM}
@@ -176,7 +181,12 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig, *, auto: bo
 
 
 async def _reconcile(
-    js: JetStreamContext, want: StreamConfig, have: StreamConfig, *, auto: bool
+    js: JetStreamContext,
+    want: StreamConfig,
+    have: StreamConfig,
+    *,
+    auto: bool,
+    owned: tuple[str, ...] = _OWNED,
 ) -> str:
     if want.retention is not None and have.retention != want.retention:
         # JetStream cannot change retention in place; say so instead of guessing.
@@ -184,7 +194,7 @@ async def _reconcile(
             f"stream {want.name} exists with retention {have.retention}, "
             f"rota needs {want.retention}: delete it or point rota at another server"
         )
-    changes = _changes(want, have, auto_replicas=auto)
+    changes = _changes(want, have, owned, auto_replicas=auto)
     if want.subjects and set(want.subjects) != set(have.subjects or []):
         changes["subjects"] = want.subjects
     if not changes:
@@ -200,7 +210,8 @@ async def _ensure_backing(
     """Bring a KV bucket's or object store's backing stream to rota's definition."""
     info = await js.stream_info(stream)
     want = StreamConfig(name=stream, num_replicas=replicas, description=description)
-    return await _reconcile(js, want, info.config, auto=auto)
+    # The rest of a bucket's stream is nats-py's to define (from its KV config).
+    return await _reconcile(js, want, info.config, auto=auto, owned=_BACKING_OWNED)
 
 
 async def resource_replicas(js: JetStreamContext, settings: RotaSettings) -> int:

@@ -160,6 +160,7 @@ class Deployment:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.servers: list[str] = []
         self.api_token = ""
+        self.admin_password = ""
         self._n = 0
 
     # -- engines ---------------------------------------------------------------------
@@ -168,6 +169,8 @@ class Deployment:
         from rota.control.certs import init_certs
 
         init_certs(self.data_dir / "tls", ["localhost"])
+        # One secret key for every web server: a session made on one is good on all.
+        (self.data_dir / "secret_key").write_text(secrets.token_urlsafe(32))
         self.nats.start()
         if self.database == "postgres":
             import psycopg
@@ -179,7 +182,9 @@ class Deployment:
         else:
             self.database_url = f"sqlite:///{self.data_dir / 'rota.sqlite3'}"
         self.rota("migrate")
-        self.api_token = self.rota("tokens", "create", "admin", "--create-admin").strip()
+        out = self._rota("tokens", "create", "admin", "--create-admin")
+        self.api_token = out.stdout.strip()
+        self.admin_password = out.stderr.rsplit(" ", 1)[-1].strip()
         return self
 
     def stop(self) -> None:
@@ -224,6 +229,9 @@ class Deployment:
         }
 
     def rota(self, *argv: str) -> str:
+        return self._rota(*argv).stdout
+
+    def _rota(self, *argv: str) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
             [sys.executable, "-m", "rota", *argv],
             env=self.env(),
@@ -233,7 +241,7 @@ class Deployment:
         )
         if out.returncode != 0:
             raise AssertionError(f"rota {' '.join(argv)} failed: {out.stderr}")
-        return out.stdout
+        return out
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         with open(self.tmp / f"{name}.log", "ab") as log:

@@ -9,6 +9,7 @@ killed nodes catch up."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sys
 import threading
@@ -223,7 +224,9 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
         try:
             states = wait_for(all_terminal, timeout=120, interval=1)
         except AssertionError:
-            raise AssertionError(f"{len(pending)} runs never ended: {list(pending.values())[:3]}")
+            raise AssertionError(
+                f"{len(pending)} runs never ended: {list(pending.values())[:3]}"
+            ) from None
         assert len(set(acked.values())) == len(acked), "two keys got one run"
         assert set(states.values()) == {"SUCCEEDED"}, {
             k: v for k, v in states.items() if v != "SUCCEEDED"
@@ -262,3 +265,48 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
         f"faults {faults}, {len(redone)} declared re-executions, "
         f"{len(minutes)} schedule fires"
     )
+
+
+def test_web_servers_are_interchangeable(tmp_path):
+    """Nothing lives in a web server process: a run submitted through one is
+    watched through the other, and an ops UI session made on one is good on the
+    other (sessions in the database, one secret key)."""
+    with Deployment(tmp_path, nats_nodes=1, database="sqlite") as d:
+        a, b = d.add_server(), d.add_server()
+        d.add_worker("n1", roles="lead,execute")
+        with d.client(0) as ca, d.client(1) as cb:
+            wait_for(lambda: cb.get("/leader").json()["leader"], timeout=60)
+            r = ca.post(
+                "/jobs",
+                json={"name": "nap", "kind": "python", "target": "rota.contrib.examples:sleep"},
+            )
+            assert r.status_code == 201, r.text
+            run_id = ca.post("/runs", json={"job": "nap", "params": {"seconds": 1}}).json()[
+                "run_id"
+            ]
+            states = []
+            with cb.stream("GET", f"/runs/{run_id}/watch", timeout=60) as resp:
+                assert resp.status_code == 200
+                for line in resp.iter_lines():
+                    if line.startswith("data:"):
+                        states.append(json.loads(line[5:])["state"])
+            assert states[-1] == "SUCCEEDED" and "RUNNING" in states, states
+
+        with httpx.Client(base_url=a, follow_redirects=True, timeout=30) as browser:
+            browser.get("/ops/login/")
+            r = browser.post(
+                "/ops/login/",
+                data={
+                    "username": "admin",
+                    "password": d.admin_password,
+                    "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+                },
+                headers={"Referer": a + "/ops/login/"},
+            )
+            assert r.status_code == 200 and "/ops/login" not in str(r.url), r.url
+            cookies = dict(browser.cookies)
+        with httpx.Client(base_url=b, cookies=cookies, timeout=30) as other:
+            r = other.get("/ops/")
+            assert r.status_code == 200, r.status_code
+            # Without the session the same page sends a browser to log in.
+            assert httpx.get(b + "/ops/", timeout=30).status_code == 302

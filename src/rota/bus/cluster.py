@@ -1,0 +1,335 @@
+"""The state of the NATS cluster that holds rota's data, in one report.
+
+``rota nats status``, ``rota nats doctor``, ``rota doctor`` and the ops UI's
+cluster page all show :func:`cluster_report`, and judge it with the pure
+:func:`find_problems`.
+
+Two sources, because no single one has everything without a system account
+(rota's nodes keep token auth, which nats-server cannot combine with accounts;
+see :mod:`rota.bus.server`):
+
+- the account's JetStream API, reachable through any node: ``$JS.API.STREAM.LIST``
+  gives each stream's configured replicas, its leader and every follower's
+  ``current``/``offline``/``lag``. A cluster without a meta leader answers it with
+  error 10008, which is how a lost quorum shows even without monitoring.
+- the monitoring endpoint ``/jsz`` of the nodes given (loopback only, so usually
+  the node on this machine): the meta group's leader, its size and, when read at
+  the meta leader, whether each node is current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+
+from rota.bus import subjects
+
+#: JetStream's error code for "JetStream cluster not available" (no meta leader).
+NO_META_LEADER = 10008
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One follower of a stream's raft group, or one node of the meta group."""
+
+    name: str
+    #: ``None`` when unknown: only a group's leader knows whether followers are current.
+    current: bool | None = None
+    offline: bool = False
+    lag: int = 0
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    stream: str  # the JetStream stream name (``KV_rota_runs``)
+    kind: str  # "stream", "kv" or "objects"
+    resource: str  # rota's name for it (``rota_runs``)
+    exists: bool = True
+    replicas: int = 0  # configured
+    leader: str = ""
+    followers: tuple[Peer, ...] = ()
+    messages: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    meta_leader: bool = False
+    current: bool | None = None
+    offline: bool = False
+    lag: int = 0
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str
+    hint: str
+
+
+@dataclass
+class ClusterReport:
+    #: The cluster's name, "" for a single server.
+    cluster: str = ""
+    #: The meta leader's name; "" when there is none or nobody could say.
+    meta_leader: str = ""
+    #: Whether a monitoring endpoint told us about the meta group.
+    meta_known: bool = False
+    meta_size: int = 0
+    #: False when JetStream answered that it has no meta leader.
+    jetstream_available: bool = True
+    nodes: list[Node] = field(default_factory=list)
+    streams: list[StreamStatus] = field(default_factory=list)
+    #: Why part of the report is missing (NATS unreachable, monitoring unreachable).
+    errors: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def cluster_report(
+    nc: Client,
+    *,
+    monitor_urls: list[str] | tuple[str, ...] = (),
+    want_replicas: int | None = None,
+    timeout: float = 5.0,
+) -> ClusterReport:
+    """Read the cluster's state through ``nc`` and the monitoring endpoints given,
+    and judge it (``want_replicas``: the replica count rota is set to)."""
+    report = ClusterReport()
+    metas = await asyncio.gather(*(_read_jsz(u, timeout) for u in monitor_urls))
+    _apply_meta(report, [m for m in metas if isinstance(m, dict)])
+    report.errors += [m for m in metas if isinstance(m, str)]
+    try:
+        infos = await _stream_infos(nc, timeout)
+    except JetStreamUnavailable as exc:
+        report.jetstream_available = False
+        report.errors.append(str(exc))
+        infos = None
+    except Exception as exc:  # timeouts, a closed connection: say it, report the rest
+        report.errors.append(f"JetStream did not answer: {exc or type(exc).__name__}")
+        infos = None
+    if infos is not None:
+        report.streams = [_stream_status(infos.get(s), s, k, r) for s, k, r in _rota_streams()]
+        if not report.cluster:
+            report.cluster = next(
+                (i["cluster"].get("name", "") for i in infos.values() if i.get("cluster")), ""
+            )
+        if not report.nodes:
+            # No monitoring: the nodes are those that hold rota's streams.
+            names = sorted({n for s in report.streams for n in _members(s) if n})
+            report.nodes = [Node(name=n) for n in names]
+    report.problems = find_problems(report, want_replicas=want_replicas)
+    return report
+
+
+def _rota_streams() -> list[tuple[str, str, str]]:
+    return subjects.jetstream_streams()
+
+
+def _members(s: StreamStatus) -> list[str]:
+    return [s.leader, *(p.name for p in s.followers)]
+
+
+class JetStreamUnavailable(Exception):
+    pass
+
+
+async def _stream_infos(nc: Client, timeout: float) -> dict[str, dict[str, Any]]:
+    """Every stream's info in the account, by name (paged by the server at 256)."""
+    out: dict[str, dict[str, Any]] = {}
+    offset = 0
+    while True:
+        msg = await nc.request(
+            "$JS.API.STREAM.LIST", json.dumps({"offset": offset}).encode(), timeout=timeout
+        )
+        body = json.loads(msg.data)
+        err = body.get("error")
+        if err:
+            if err.get("err_code") == NO_META_LEADER:
+                raise JetStreamUnavailable(
+                    "JetStream has no meta leader: " + err.get("description", "")
+                )
+            raise RuntimeError(err.get("description", str(err)))
+        streams = body.get("streams") or []
+        for info in streams:
+            out[info["config"]["name"]] = info
+        offset += len(streams)
+        if not streams or offset >= body.get("total", 0):
+            return out
+
+
+def _stream_status(info: dict[str, Any] | None, stream: str, kind: str, res: str) -> StreamStatus:
+    if info is None:
+        return StreamStatus(stream=stream, kind=kind, resource=res, exists=False)
+    cluster = info.get("cluster") or {}
+    state = info.get("state") or {}
+    return StreamStatus(
+        stream=stream,
+        kind=kind,
+        resource=res,
+        replicas=int(info["config"].get("num_replicas") or 1),
+        leader=cluster.get("leader") or "",
+        followers=tuple(
+            Peer(
+                name=r.get("name", ""),
+                current=bool(r.get("current")),
+                offline=bool(r.get("offline")),
+                lag=int(r.get("lag") or 0),
+            )
+            for r in cluster.get("replicas") or []
+        ),
+        messages=int(state.get("messages") or 0),
+        bytes=int(state.get("bytes") or 0),
+    )
+
+
+async def _read_jsz(url: str, timeout: float) -> dict[str, Any] | str:
+    """A node's ``/jsz`` with its server name added, or why it could not be read."""
+    from rota.bus.server import read_monitor
+
+    def read() -> dict[str, Any]:
+        jsz = read_monitor(url, "jsz", timeout)
+        if not jsz.get("server_name"):
+            jsz["server_name"] = read_monitor(url, "varz", timeout).get("server_name", "")
+        return jsz
+
+    try:
+        return await asyncio.to_thread(read)
+    except Exception as exc:
+        return f"monitoring endpoint {url} did not answer: {exc}"
+
+
+def _apply_meta(report: ClusterReport, jszs: list[dict[str, Any]]) -> None:
+    """Fill the meta group from the ``/jsz`` answers, preferring the meta leader's
+    own (only the leader knows whether the others are current)."""
+    if not jszs:
+        return
+    report.meta_known = True
+    metas = [(j.get("server_name", ""), j.get("meta_cluster")) for j in jszs]
+    if all(m is None for _, m in metas):
+        # A single server (no cluster block): it is the whole "cluster".
+        name = metas[0][0]
+        report.meta_leader = name
+        report.meta_size = 1
+        report.nodes = [Node(name=name, meta_leader=True, current=True)]
+        return
+    views = [(n, m) for n, m in metas if m]
+    own, meta = next(((n, m) for n, m in views if m.get("leader") == n), views[0])
+    at_leader = meta.get("leader") == own
+    report.cluster = meta.get("name", "")
+    report.meta_leader = meta.get("leader") or ""
+    report.meta_size = int(meta.get("cluster_size") or 0)
+    nodes = {own: Node(name=own, meta_leader=own == report.meta_leader, current=True)}
+    for r in meta.get("replicas") or []:
+        name = r.get("name", "")
+        nodes[name] = Node(
+            name=name,
+            meta_leader=name == report.meta_leader,
+            current=bool(r.get("current")) if at_leader else None,
+            offline=bool(r.get("offline")),
+            lag=int(r.get("lag") or 0),
+        )
+    report.nodes = sorted(nodes.values(), key=lambda n: n.name)
+
+
+def find_problems(report: ClusterReport, *, want_replicas: int | None = None) -> list[Problem]:
+    """What is wrong, each with what to do about it, most basic first."""
+    out: list[Problem] = []
+    if not report.jetstream_available or (report.meta_known and not report.meta_leader):
+        out.append(
+            Problem(
+                "JetStream has no meta leader: the cluster lost its quorum",
+                "start the stopped nodes (`rota nats up --dir ...` on their machines): a "
+                "cluster of N nodes needs more than N/2 of them up",
+            )
+        )
+    for n in report.nodes:
+        if n.offline:
+            out.append(
+                Problem(
+                    f"NATS node {n.name} is offline",
+                    "start it (`rota nats up` on its machine); while it is down every "
+                    "replica it holds is missing",
+                )
+            )
+        elif n.current is False:
+            out.append(
+                Problem(
+                    f"NATS node {n.name} is behind the meta leader"
+                    + (f" by {n.lag} entries" if n.lag else ""),
+                    "it catches up by itself; if it stays behind, read its log and check the "
+                    "network between the nodes",
+                )
+            )
+    node_count = max(len(report.nodes), report.meta_size)
+    for s in report.streams:
+        label = _label(s)
+        if not s.exists:
+            out.append(
+                Problem(
+                    f"{label} does not exist",
+                    "start a rota process once (workers and the web server create it), or "
+                    "restore a backup with `rota nats restore DIR`",
+                )
+            )
+            continue
+        if not s.leader:
+            out.append(
+                Problem(
+                    f"{label} has no leader",
+                    "most of its replicas are down: start the nodes that hold them",
+                )
+            )
+        present = 1 + len(s.followers) if s.leader else len(s.followers)
+        if s.replicas > present:
+            out.append(
+                Problem(
+                    f"{label} has {present} of its {s.replicas} replicas",
+                    "JetStream places the missing ones on a free node; add one with "
+                    "`rota nats join` if there is none",
+                )
+            )
+        for p in s.followers:
+            if p.offline:
+                out.append(
+                    Problem(
+                        f"{label}: its replica on {p.name} is offline",
+                        f"start node {p.name}; {s.resource} goes on with the other replicas",
+                    )
+                )
+            elif not p.current:
+                out.append(
+                    Problem(
+                        f"{label}: its replica on {p.name} is behind"
+                        + (f" by {p.lag} operations" if p.lag else ""),
+                        "a busy replica catches up by itself; one that stays behind points at "
+                        f"node {p.name}'s disk or network",
+                    )
+                )
+        if node_count and s.replicas > node_count:
+            out.append(
+                Problem(
+                    f"{label} wants {s.replicas} replicas but the cluster has {node_count} node(s)",
+                    "add nodes (`rota nats join`) or lower ROTA_NATS_REPLICAS",
+                )
+            )
+        if want_replicas and s.replicas != want_replicas:
+            out.append(
+                Problem(
+                    f"{label} has {s.replicas} replica(s), rota is set to {want_replicas}",
+                    "the next start of a rota process updates it, or set ROTA_NATS_REPLICAS "
+                    "to what the cluster has",
+                )
+            )
+    return out
+
+
+def _label(s: StreamStatus) -> str:
+    kind = {"stream": "stream", "kv": "KV bucket", "objects": "object store"}[s.kind]
+    return f"{kind} {s.resource}"

@@ -219,3 +219,85 @@ async def test_up_join_backup_delete_restore_status_down(three_nodes, rota_setti
     for d in cluster["dirs"]:
         assert "stopped NATS node" in rota("nats", "down", "--dir", str(d))
     assert not any(alive(p) for p in pids)
+
+
+async def test_doctor_names_a_lost_node_and_its_replicas_then_leave(three_nodes, rota_settings):
+    """SIGKILL a node: `rota nats doctor` and `rota doctor`'s NATS lines say which
+    node and which replicas are offline; restarted, it catches up; `leave` then
+    stops it in lame-duck mode."""
+    from rota.cli.doctor import cluster_lines
+
+    cluster = three_nodes
+    await eventually(lambda: asyncio.to_thread(lambda: len(status(cluster)["nodes"]) == 3), 60, 0.5)
+    token = cluster["env"]["ROTA_NATS_TOKEN"]
+    settings = dataclasses.replace(
+        rota_settings, nats_token=token, nats_replicas=3, nats_monitor_urls=cluster["monitors"]
+    )
+    nc = await nats.connect(servers=cluster["urls"][:2], token=token, connect_timeout=5)
+    try:
+        js = nc.jetstream(timeout=10)
+        await ensure_resources(js, settings)
+
+        async def clean() -> object:
+            r = await cluster_report(nc, monitor_urls=cluster["monitors"])
+            return r if not r.problems and all(s.exists for s in r.streams) else None
+
+        await eventually(clean, timeout=60, interval=0.5)
+        lines = await cluster_lines(Bus(nc=nc, js=js, runs=None), settings)  # type: ignore[arg-type]
+        assert lines[0] == (
+            True,
+            f"NATS cluster rota: 3 node(s) (n0, n1, n2), meta leader {status(cluster)['meta_leader']}",
+            "",
+        )
+        assert all(ok for ok, _, _ in lines)
+
+        victim = cluster["dirs"][2]
+        os.kill(int((victim / "nats-server.pid").read_text()), 9)
+
+        def doctor() -> subprocess.CompletedProcess:
+            monitors = [a for m in cluster["monitors"][:2] for a in ("--monitor", m)]
+            return subprocess.run(
+                [sys.executable, "-m", "rota", "nats", "doctor", "--dir", str(cluster["dirs"][0]),
+                 *monitors],
+                capture_output=True, text=True, env={**os.environ, **cluster["env"]}, timeout=60,
+            )  # fmt: skip
+
+        async def noticed() -> object:
+            d = await asyncio.to_thread(doctor)
+            return d if "NATS node n2 is offline" in d.stdout else None
+
+        d = await eventually(noticed, timeout=60, interval=1)
+        assert d.returncode == 1
+        assert "KV bucket rota_runs: its replica on n2 is offline" in d.stdout or (
+            "rota_runs" in d.stdout and "n2" in d.stdout
+        )
+        settings = dataclasses.replace(settings, nats_monitor_urls=cluster["monitors"][:2])
+        lines = await cluster_lines(Bus(nc=nc, js=js, runs=None), settings)  # type: ignore[arg-type]
+        failed = [what for ok, what, _ in lines if ok is False]
+        assert "NATS: NATS node n2 is offline" in failed
+        assert any("replica on n2" in what for what in failed)
+
+        # Restarted from its directory, the node catches up and the doctor is content.
+        rota("nats", "up", "--dir", str(victim), "--detach", env=cluster["env"])
+        await eventually(clean, timeout=90, interval=1)
+        assert (await asyncio.to_thread(doctor)).returncode == 0
+
+        out = rota("nats", "leave", "--dir", str(victim), env=cluster["env"])
+        # Three nodes and R3: no free node to move the replicas to, so they stay.
+        assert "keeps its replica on n2" in out and "node n2 left" in out
+        assert not alive_pid_in(victim)
+
+        async def left() -> object:
+            r = await cluster_report(nc, monitor_urls=cluster["monitors"][:2])
+            return r if any(p.code == "node_offline" for p in r.problems) else None
+
+        await eventually(left, timeout=30, interval=0.5)
+    finally:
+        await nc.close()
+
+
+def alive_pid_in(directory: Path) -> bool:
+    try:
+        return alive(int((directory / "nats-server.pid").read_text()))
+    except (OSError, ValueError):
+        return False

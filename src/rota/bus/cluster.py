@@ -31,6 +31,20 @@ from rota.bus import subjects
 #: JetStream's error code for "JetStream cluster not available" (no meta leader).
 NO_META_LEADER = 10008
 
+#: A follower its leader has not heard from for this long counts as offline. The
+#: server's own ``offline`` flag comes only when a node says goodbye or after a
+#: long while; a killed node is silent, and raft leaders hear followers every second.
+OFFLINE_AFTER_SECONDS = 5.0
+
+
+def _peer_state(r: dict[str, Any], *, at_leader: bool = True) -> tuple[bool | None, bool]:
+    """(current, offline) of a raft peer as its group's leader reports it
+    (``active``: nanoseconds since the leader last heard from it)."""
+    current = bool(r.get("current"))
+    silent = (r.get("active") or 0) / 1e9 > OFFLINE_AFTER_SECONDS
+    offline = bool(r.get("offline")) or (at_leader and not current and silent)
+    return (current if at_leader else None), offline
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -65,10 +79,77 @@ class Node:
     lag: int = 0
 
 
+#: Every problem the report can name: code -> (what, hint), English, with
+#: ``{placeholders}`` from the problem's params. The ops UI translates by code.
+PROBLEMS: dict[str, tuple[str, str]] = {
+    "no_meta_leader": (
+        "JetStream has no meta leader: the cluster lost its quorum",
+        "start the stopped nodes (`rota nats up --dir ...` on their machines): a cluster "
+        "of N nodes needs more than N/2 of them up",
+    ),
+    "node_offline": (
+        "NATS node {node} is offline",
+        "start it (`rota nats up` on its machine); while it is down, every replica it holds "
+        "is missing",
+    ),
+    "node_behind": (
+        "NATS node {node} is behind the meta leader (lag {lag})",
+        "it catches up by itself; if it stays behind, read its log and check the network "
+        "between the nodes",
+    ),
+    "missing": (
+        "{kind} {resource} does not exist",
+        "start a rota process once (workers and the web server create it), or restore a "
+        "backup with `rota nats restore DIR`",
+    ),
+    "no_leader": (
+        "{kind} {resource} has no leader",
+        "most of its replicas are down: start the nodes that hold them",
+    ),
+    "replicas_missing": (
+        "{kind} {resource} has {present} of its {replicas} replicas",
+        "JetStream places a missing replica on a free node; add one with `rota nats join` "
+        "if there is none",
+    ),
+    "replica_offline": (
+        "{kind} {resource}: its replica on {node} is offline",
+        "start node {node}; until then the other replicas carry on",
+    ),
+    "replica_behind": (
+        "{kind} {resource}: its replica on {node} is behind (lag {lag})",
+        "a busy replica catches up by itself; one that stays behind points at node {node}'s "
+        "disk or network",
+    ),
+    "too_few_nodes": (
+        "{kind} {resource} wants {replicas} replicas but the cluster has {nodes} node(s)",
+        "add nodes (`rota nats join`) or lower ROTA_NATS_REPLICAS",
+    ),
+    "replicas_differ": (
+        "{kind} {resource} has {replicas} replica(s), rota is set to {want}",
+        "the next start of a rota process updates it; or set ROTA_NATS_REPLICAS to what the "
+        "cluster has",
+    ),
+}
+
+#: Problems that usually pass by themselves: shown as warnings, not failures.
+WARNINGS = frozenset({"node_behind", "replica_behind", "replicas_differ"})
+
+#: How a problem names each kind of resource.
+KINDS = {"stream": "stream", "kv": "KV bucket", "objects": "object store"}
+
+
 @dataclass(frozen=True)
 class Problem:
+    code: str
+    params: dict[str, Any]
     what: str
     hint: str
+    warning: bool = False
+
+
+def problem(code: str, **params: Any) -> Problem:
+    what, hint = PROBLEMS[code]
+    return Problem(code, params, what.format(**params), hint.format(**params), code in WARNINGS)
 
 
 @dataclass
@@ -176,12 +257,7 @@ def _stream_status(info: dict[str, Any] | None, stream: str, kind: str, res: str
         replicas=int(info["config"].get("num_replicas") or 1),
         leader=cluster.get("leader") or "",
         followers=tuple(
-            Peer(
-                name=r.get("name", ""),
-                current=bool(r.get("current")),
-                offline=bool(r.get("offline")),
-                lag=int(r.get("lag") or 0),
-            )
+            Peer(r.get("name", ""), *_peer_state(r), lag=int(r.get("lag") or 0))
             for r in cluster.get("replicas") or []
         ),
         messages=int(state.get("messages") or 0),
@@ -228,11 +304,12 @@ def _apply_meta(report: ClusterReport, jszs: list[dict[str, Any]]) -> None:
     nodes = {own: Node(name=own, meta_leader=own == report.meta_leader, current=True)}
     for r in meta.get("replicas") or []:
         name = r.get("name", "")
+        current, offline = _peer_state(r, at_leader=at_leader)
         nodes[name] = Node(
             name=name,
             meta_leader=name == report.meta_leader,
-            current=bool(r.get("current")) if at_leader else None,
-            offline=bool(r.get("offline")),
+            current=current,
+            offline=offline,
             lag=int(r.get("lag") or 0),
         )
     report.nodes = sorted(nodes.values(), key=lambda n: n.name)
@@ -242,94 +319,30 @@ def find_problems(report: ClusterReport, *, want_replicas: int | None = None) ->
     """What is wrong, each with what to do about it, most basic first."""
     out: list[Problem] = []
     if not report.jetstream_available or (report.meta_known and not report.meta_leader):
-        out.append(
-            Problem(
-                "JetStream has no meta leader: the cluster lost its quorum",
-                "start the stopped nodes (`rota nats up --dir ...` on their machines): a "
-                "cluster of N nodes needs more than N/2 of them up",
-            )
-        )
+        out.append(problem("no_meta_leader"))
     for n in report.nodes:
         if n.offline:
-            out.append(
-                Problem(
-                    f"NATS node {n.name} is offline",
-                    "start it (`rota nats up` on its machine); while it is down every "
-                    "replica it holds is missing",
-                )
-            )
+            out.append(problem("node_offline", node=n.name))
         elif n.current is False:
-            out.append(
-                Problem(
-                    f"NATS node {n.name} is behind the meta leader"
-                    + (f" by {n.lag} entries" if n.lag else ""),
-                    "it catches up by itself; if it stays behind, read its log and check the "
-                    "network between the nodes",
-                )
-            )
+            out.append(problem("node_behind", node=n.name, lag=n.lag))
     node_count = max(len(report.nodes), report.meta_size)
     for s in report.streams:
-        label = _label(s)
+        about = {"kind": KINDS[s.kind], "resource": s.resource}
         if not s.exists:
-            out.append(
-                Problem(
-                    f"{label} does not exist",
-                    "start a rota process once (workers and the web server create it), or "
-                    "restore a backup with `rota nats restore DIR`",
-                )
-            )
+            out.append(problem("missing", **about))
             continue
         if not s.leader:
-            out.append(
-                Problem(
-                    f"{label} has no leader",
-                    "most of its replicas are down: start the nodes that hold them",
-                )
-            )
-        present = 1 + len(s.followers) if s.leader else len(s.followers)
-        if s.replicas > present:
-            out.append(
-                Problem(
-                    f"{label} has {present} of its {s.replicas} replicas",
-                    "JetStream places the missing ones on a free node; add one with "
-                    "`rota nats join` if there is none",
-                )
-            )
+            out.append(problem("no_leader", **about))
+        present = 1 + len(s.followers)
+        if s.leader and s.replicas > present:
+            out.append(problem("replicas_missing", present=present, replicas=s.replicas, **about))
         for p in s.followers:
             if p.offline:
-                out.append(
-                    Problem(
-                        f"{label}: its replica on {p.name} is offline",
-                        f"start node {p.name}; {s.resource} goes on with the other replicas",
-                    )
-                )
+                out.append(problem("replica_offline", node=p.name, **about))
             elif not p.current:
-                out.append(
-                    Problem(
-                        f"{label}: its replica on {p.name} is behind"
-                        + (f" by {p.lag} operations" if p.lag else ""),
-                        "a busy replica catches up by itself; one that stays behind points at "
-                        f"node {p.name}'s disk or network",
-                    )
-                )
+                out.append(problem("replica_behind", node=p.name, lag=p.lag, **about))
         if node_count and s.replicas > node_count:
-            out.append(
-                Problem(
-                    f"{label} wants {s.replicas} replicas but the cluster has {node_count} node(s)",
-                    "add nodes (`rota nats join`) or lower ROTA_NATS_REPLICAS",
-                )
-            )
+            out.append(problem("too_few_nodes", replicas=s.replicas, nodes=node_count, **about))
         if want_replicas and s.replicas != want_replicas:
-            out.append(
-                Problem(
-                    f"{label} has {s.replicas} replica(s), rota is set to {want_replicas}",
-                    "the next start of a rota process updates it, or set ROTA_NATS_REPLICAS "
-                    "to what the cluster has",
-                )
-            )
+            out.append(problem("replicas_differ", replicas=s.replicas, want=want_replicas, **about))
     return out
-
-
-def _label(s: StreamStatus) -> str:
-    kind = {"stream": "stream", "kv": "KV bucket", "objects": "object store"}[s.kind]
-    return f"{kind} {s.resource}"

@@ -143,6 +143,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--force", action="store_true", help="leave even if a stream exists only on this node"
     )
+    p.add_argument(
+        "--peer",
+        help="instead of the node in --dir, move the replicas of this (stopped) node away; "
+        "from any machine, once a new node has joined",
+    )
     p = sub.add_parser("down", help="stop the node in --dir")
     dir_arg(p)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
@@ -442,7 +447,7 @@ def handle_status(args: argparse.Namespace) -> int:
     if args.nats_command == "doctor":
         if not args.json:
             print(format_problems(report))
-        return 1 if report.problems else 0
+        return 1 if any(not p.warning for p in report.problems) else 0
     return 0
 
 
@@ -483,7 +488,10 @@ def format_report(report: Any) -> str:
 def format_problems(report: Any) -> str:
     if not report.problems:
         return "ok: no problems found"
-    return "\n".join(f"PROBLEM  {p.what}\n         → {p.hint}" for p in report.problems)
+    return "\n".join(
+        f"{'WARN ' if p.warning else 'FAIL '}  {p.what}\n        → {p.hint}"
+        for p in report.problems
+    )
 
 
 def handle_backup(args: argparse.Namespace) -> int:
@@ -519,6 +527,13 @@ def handle_restore(args: argparse.Namespace) -> int:
 
 
 def handle_leave(args: argparse.Namespace) -> int:
+    if args.peer:
+        moved, stays = with_connection(args, lambda nc, _: move_replicas(nc, args.peer, True))
+        for stream in moved:
+            print(f"moved {stream}'s replica off {args.peer}")
+        for stream, why in stays:
+            print(f"warning: {stream} keeps its replica on {args.peer}: {why}")
+        return 1 if stays else 0
     directory = node_dir(args)
     node = load_node(directory)
     pid = running_pid(directory)
@@ -540,8 +555,9 @@ def handle_leave(args: argparse.Namespace) -> int:
     print(f"node {node['name']} left: lame-duck mode ended, server stopped")
     if stays:
         print(
-            "  the meta group still lists it as offline, and the streams above miss a replica "
-            "until it comes back or a new node joins (see docs/nats.md, 'Leaving')"
+            "  no free node took the streams above: they miss a replica until it comes back, "
+            f"or until a new node has joined and `rota nats leave --peer {node['name']}` moved "
+            "them there; the meta group lists it as offline (see docs/nats.md, 'Leaving')"
         )
     return 0
 

@@ -85,3 +85,16 @@ def test_behind_missing_and_too_few_nodes():
 
 def test_every_problem_text_formats_with_its_params():
     assert set(PROBLEMS) >= {"no_meta_leader", "replica_behind", "missing"}
+
+
+def test_the_ops_page_translates_every_problem_from_the_same_english():
+    from django.utils import translation
+
+    from rota.bus.cluster import KINDS
+    from rota.ops.nats import KIND_TEXT, PROBLEM_TEXT
+
+    assert set(PROBLEM_TEXT) == set(PROBLEMS) and set(KIND_TEXT) == set(KINDS)
+    with translation.override("en"):
+        for code, (what, hint) in PROBLEMS.items():
+            assert (str(PROBLEM_TEXT[code][0]), str(PROBLEM_TEXT[code][1])) == (what, hint)
+        assert {k: str(v) for k, v in KIND_TEXT.items()} == KINDS

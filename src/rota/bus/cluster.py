@@ -183,6 +183,14 @@ async def cluster_report(
     """Read the cluster's state through ``nc`` and the monitoring endpoints given,
     and judge it (``want_replicas``: the replica count rota is set to)."""
     report = ClusterReport()
+    info = getattr(nc, "_server_info", None) or {}
+    standalone = "cluster" not in info  # a server without a cluster block says none
+    server_name = info.get("server_name", "")
+    if standalone:
+        # One server: no meta group, it decides alone and holds everything.
+        report.meta_known, report.meta_leader, report.meta_size = True, server_name, 1
+        report.nodes = [Node(name=server_name, meta_leader=True, current=True)]
+        monitor_urls = ()
     metas = await asyncio.gather(*(_read_jsz(u, timeout) for u in monitor_urls))
     _apply_meta(report, [m for m in metas if isinstance(m, dict)])
     report.errors += [m for m in metas if isinstance(m, str)]
@@ -196,7 +204,10 @@ async def cluster_report(
         report.errors.append(f"JetStream did not answer: {exc or type(exc).__name__}")
         infos = None
     if infos is not None:
-        report.streams = [_stream_status(infos.get(s), s, k, r) for s, k, r in _rota_streams()]
+        report.streams = [
+            _stream_status(infos.get(s), s, k, r, server_name if standalone else "")
+            for s, k, r in _rota_streams()
+        ]
         if not report.cluster:
             report.cluster = next(
                 (i["cluster"].get("name", "") for i in infos.values() if i.get("cluster")), ""
@@ -245,10 +256,14 @@ async def _stream_infos(nc: Client, timeout: float) -> dict[str, dict[str, Any]]
             return out
 
 
-def _stream_status(info: dict[str, Any] | None, stream: str, kind: str, res: str) -> StreamStatus:
+def _stream_status(
+    info: dict[str, Any] | None, stream: str, kind: str, res: str, server: str
+) -> StreamStatus:
+    """One stream's status; ``server`` names the single server of an unclustered
+    setup, whose stream infos carry no cluster part."""
     if info is None:
         return StreamStatus(stream=stream, kind=kind, resource=res, exists=False)
-    cluster = info.get("cluster") or {}
+    cluster = info.get("cluster") or ({"leader": server} if server else {})
     state = info.get("state") or {}
     return StreamStatus(
         stream=stream,

@@ -13,6 +13,7 @@ from rota.cli import (
     doctor,
     leader,
     migrate,
+    nats,
     pods,
     schedules,
     server,
@@ -44,6 +45,7 @@ COMMANDS = {
         handle=schedules.handle_events,
     ),
     "doctor": doctor,
+    "nats": nats,
     "assets": assets,
     "jobs": SimpleNamespace(
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs

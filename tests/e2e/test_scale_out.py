@@ -174,6 +174,8 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
         created = dt.datetime.now(dt.UTC)
 
     faults: list[str] = []
+    with d.client() as c:
+        epoch0 = c.get("/leader").json()["epoch"]
     with Load(d, "load", rate=8) as load:
         time.sleep(8)
         # 1. The node that leads the work queue.
@@ -192,6 +194,11 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
         d.nats.restart(victim)
         wait_for(lambda: _leaders_current(d), timeout=60, interval=0.5)
         time.sleep(4)
+        # The lease held through the node losses, or moved as on one node: one
+        # leader, a new epoch for each move, at most one per lost node.
+        with d.client(1) as c:
+            epoch1 = c.get("/leader").json()["epoch"]
+        assert epoch0 <= epoch1 <= epoch0 + 2, (epoch0, epoch1)
         # 3. rota's leader: its worker process, started again on its node.
         with d.client(1) as c:
             leader = c.get("/leader").json()["leader"]
@@ -204,6 +211,10 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
         time.sleep(3)
         d.add_worker(leader["node_id"], roles="lead,execute")
         time.sleep(8)
+        with d.client() as c:
+            after = c.get("/leader").json()
+        assert after["leader"] and after["leader"]["worker_id"] != leader["worker_id"], after
+        assert after["epoch"] > epoch1
     acked = dict(load.acked)
     assert len(acked) >= 100, f"only {len(acked)} submissions acknowledged"
 
@@ -262,7 +273,8 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
     wait_for(lambda: _leaders_current(d), timeout=60, interval=0.5)
     print(
         f"\nscale-out: {len(acked)} acknowledged ({load.retries} retried submissions), "
-        f"faults {faults}, {len(redone)} declared re-executions, "
+        f"faults {faults}, epochs {epoch0}->{epoch1}->{after['epoch']}, "
+        f"{len(redone)} declared re-executions, "
         f"{len(minutes)} schedule fires"
     )
 

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nats
@@ -301,3 +302,64 @@ def alive_pid_in(directory: Path) -> bool:
         return alive(int((directory / "nats-server.pid").read_text()))
     except (OSError, ValueError):
         return False
+
+
+def test_foreground_up_waits_for_a_second_node_and_is_stopped_by_down(tmp_path: Path):
+    """`rota nats up` without --detach stays in the foreground. Alone, a cluster
+    node has no meta leader (it expects itself and one more), which `doctor`
+    says; once a second node joins, JetStream elects one. `rota nats down` (the
+    pid file) ends the server, and the foreground command with it."""
+    dirs = [tmp_path / "first", tmp_path / "second"]
+    env = {**os.environ, "ROTA_NATS_TOKEN": "", "ROTA_NATS_CLUSTER_PASSWORD": ""}
+    route = free_port()
+    args = ["--dir", str(dirs[0]), "--name", "first", "--port", str(free_port())]
+    args += ["--cluster-port", str(route), "--http-port", str(free_port())]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rota", "nats", "up", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def nats_cli(*argv: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "rota", "nats", *argv],
+            env={**env, **extra}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (dirs[0] / "nats-server.pid").exists():
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.2)
+        doctor = nats_cli("doctor", "--dir", str(dirs[0]))
+        assert doctor.returncode == 1
+        assert "JetStream has no meta leader" in doctor.stdout, doctor.stdout + doctor.stderr
+
+        secrets = {
+            "ROTA_NATS_TOKEN": (dirs[0] / "token").read_text().strip(),
+            "ROTA_NATS_CLUSTER_PASSWORD": (dirs[0] / "cluster.password").read_text().strip(),
+        }
+        joined = nats_cli(
+            "join", "--dir", str(dirs[1]), "--name", "second", "--seed", f"127.0.0.1:{route}",
+            "--port", str(free_port()), "--cluster-port", str(free_port()),
+            "--http-port", str(free_port()), "--detach", **secrets,
+        )  # fmt: skip
+        assert joined.returncode == 0, joined.stderr
+        deadline = time.monotonic() + 60
+        report: dict = {}
+        while time.monotonic() < deadline and not report.get("meta_leader"):
+            out = nats_cli("status", "--dir", str(dirs[0]), "--json")
+            report = json.loads(out.stdout) if out.returncode == 0 else {}
+            time.sleep(0.5)
+        assert report["meta_leader"] in {"first", "second"} and report["meta_size"] == 2
+
+        assert rota("nats", "down", "--dir", str(dirs[0])).startswith("stopped NATS node")
+        assert proc.wait(30) == 0
+        assert not (dirs[0] / "nats-server.pid").exists()
+    finally:
+        rota("nats", "down", "--dir", str(dirs[1]), check=False)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

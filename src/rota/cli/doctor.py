@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rota.cli.base import setup_django
 
@@ -11,13 +14,46 @@ help = "check NATS, the database, the web server and the settings, and explain p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--verbose", action="store_true", help="also print what the checks logged"
+    )
 
 
-def diagnose() -> list[tuple[bool, str, str]]:
-    """(ok, what, hint) for each check, in the order a person would fix them."""
-    results: list[tuple[bool, str, str]] = []
+class _Held(logging.Handler):
+    """Keeps log records as lines instead of writing them."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def held_logs(lines: list[str]) -> Iterator[None]:
+    """While the checks run, what they log (a NATS client's reconnect warnings,
+    say) goes into ``lines``, not between the lines of the report."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [_Held(lines)]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
+def diagnose(logs: list[str] | None = None) -> list[tuple[bool, str, str]]:
+    """(ok, what, hint) for each check, in the order a person would fix them.
+    What the checks log goes into ``logs`` (dropped when None)."""
     setup_django()
+    with held_logs(logs if logs is not None else []):
+        return _checks()
+
+
+def _checks() -> list[tuple[bool, str, str]]:
+    results: list[tuple[bool, str, str]] = []
     from django.core import checks
 
     from rota.bus.server import NatsServerError, find_nats_server
@@ -123,10 +159,17 @@ def diagnose() -> list[tuple[bool, str, str]]:
 
 def handle(args: argparse.Namespace) -> int:
     bad = 0
-    for ok, what, hint in diagnose():
+    logs: list[str] = []
+    for ok, what, hint in diagnose(logs):
         print(("ok    " if ok else "FAIL  ") + what)
         if not ok:
             bad += 1
             if hint:
                 print("      → " + hint)
+    if logs and args.verbose:
+        print("\nwhat the checks logged:")
+        for line in logs:
+            print("  " + line)
+    elif logs:
+        print(f"({len(logs)} log line(s) held back; `rota doctor --verbose` shows them)")
     return 1 if bad else 0

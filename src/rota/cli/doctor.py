@@ -14,9 +14,7 @@ help = "check NATS, the database, the web server and the settings, and explain p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--verbose", action="store_true", help="also print what the checks logged"
-    )
+    parser.add_argument("--verbose", action="store_true", help="also print what the checks logged")
 
 
 class _Held(logging.Handler):

@@ -50,13 +50,19 @@ async def connect(
 
     try:
         nc = await nats.connect(
-            settings.nats_url,
+            # Every node given; the client also learns the cluster's other nodes
+            # from the server and reconnects to a live one when its node goes away.
+            settings.nats_servers,
             token=settings.nats_token or None,
             name=name,
             # A few tries at start, so an unreachable NATS is reported, not
             # waited on forever; once connected, reconnect forever (below).
             max_reconnect_attempts=initial_attempts,
             reconnect_time_wait=0.5,
+            # Reconnect to a node that lives quickly: a run's heartbeats and the
+            # leader's lease renewals must go on within seconds of a node loss.
+            ping_interval=5,
+            max_outstanding_pings=2,
             connect_timeout=5,
             allow_reconnect=True,
             error_cb=on_error,

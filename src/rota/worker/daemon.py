@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 RUN_HEARTBEAT_SECONDS = 15.0
 #: How often snapshots of runs older than this are re-read (cancel, lost ownership).
 WATCH_SECONDS = 1.0
+#: An unchanged registry entry is written again this often (it is written at
+#: once whenever it changes).
+REGISTRY_REFRESH_SECONDS = 30.0
 
 
 @dataclass
@@ -128,6 +131,9 @@ class Worker:
         self._shutdown_started = False
         self.started_at = time.time()
         self.completed = 0
+        #: The registry entry last written, and when (monotonic).
+        self._registered: dict[str, Any] | None = None
+        self._registered_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -167,6 +173,7 @@ class Worker:
         self._spawn(self._heartbeat_loop())
         self._spawn(self._watch_loop())
         self._spawn(self._settings_loop())
+        self._spawn(self._marks_loop())
         if "lead" in self.roles:
             self._start_campaign()
         log.info(
@@ -412,8 +419,19 @@ class Worker:
             "thresholds": self.thresholds.as_dict(),
         }
 
-    async def _register(self, state: str) -> None:
-        await self.workers_kv.put(self.worker_id, orjson.dumps(self.registry_entry(state)))
+    async def _register(self, state: str, *, unless_unchanged: bool = False) -> None:
+        """Write this worker's registry entry; with ``unless_unchanged`` only when
+        it differs from the last one written (or that one is old): an idle
+        worker's only steady NATS traffic is then its heartbeat."""
+        entry = self.registry_entry(state)
+        if (
+            unless_unchanged
+            and entry == self._registered
+            and time.monotonic() - self._registered_at < REGISTRY_REFRESH_SECONDS
+        ):
+            return
+        await self.workers_kv.put(self.worker_id, orjson.dumps(entry))
+        self._registered, self._registered_at = entry, time.monotonic()
 
     async def _beat(self) -> None:
         await self.heartbeats_kv.put(self.worker_id, orjson.dumps({"load": len(self.active)}))
@@ -428,9 +446,8 @@ class Worker:
         while not self.stopped.is_set():
             try:
                 await self._beat()
-                await self._follow_marks()
                 if not self._shutdown_started:
-                    await self._register(self._state())
+                    await self._register(self._state(), unless_unchanged=True)
                 if time.monotonic() - last_run_beat >= RUN_HEARTBEAT_SECONDS:
                     last_run_beat = time.monotonic()
                     await self._beat_runs()
@@ -443,20 +460,36 @@ class Worker:
                     self.stopped.wait(), self.thresholds.heartbeat_interval_seconds
                 )
 
-    async def _follow_marks(self) -> None:
-        """Detach and undock are marks an operator puts in KV; follow them."""
-        from nats.js.errors import KeyNotFoundError
+    async def _marks_loop(self) -> None:
+        """Detach and undock are marks an operator puts in KV: watch this worker's
+        (a watch costs nothing while nothing changes; a poll costs a request per
+        heartbeat). An undock gives the worker a new id, whose mark is watched next."""
+        while not self.stopped.is_set():
+            worker_id = self.worker_id
+            watcher = await self.coord_kv.watch(subjects.detached_key(worker_id))
+            try:
+                async for entry in watcher:
+                    if entry is None:
+                        continue  # the initial values are all delivered
+                    await self._follow_mark(bool(entry.value) and entry.operation is None)
+                    if self.worker_id != worker_id:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("watching operator marks failed; watching again", exc_info=True)
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()
 
-        try:
-            entry = await self.coord_kv.get(subjects.detached_key(self.worker_id))
-            marked = bool(entry.value)
-        except KeyNotFoundError:
-            marked = False
+    async def _follow_mark(self, marked: bool) -> None:
         if marked and not self.detached:
             log.warning("worker %s detached by an operator: taking no new work", self.worker_id)
             self.detached = True
             self.stop_pulling.set()
             self._slot_freed.set()
+            await self._register(self._state())
         elif self.detached and not marked and not self._shutdown_started:
             await self._rejoin()
 

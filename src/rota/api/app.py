@@ -19,6 +19,7 @@ from ninja.errors import HttpError, ValidationError
 import rota
 from rota.api import flows as flows_api
 from rota.api.auth import ADMIN_AUTH, OpsAuth, require_view
+from rota.api.docs import LocalSwagger
 from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
 from rota.bus.connection import Bus, connect
 from rota.conf import get_settings
@@ -68,6 +69,7 @@ api = RotaNinjaAPI(
     description="Jobs, runs, schedules and events of a rota cluster.",
     auth=OpsAuth(),
     urls_namespace="rota-api",
+    docs=LocalSwagger(),
     docs_url="/docs",
     openapi_url="/openapi.json",
     docs_decorator=require_view,

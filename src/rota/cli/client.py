@@ -649,7 +649,7 @@ def add_tasks(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", action="store_true", help="include each task's record")
 
 
-TASK_COLUMNS = ["task", "state", "duration", "error"]
+TASK_COLUMNS: list[Column] = ["task", "state", "duration", "error"]
 
 
 def handle_tasks(args: argparse.Namespace) -> int:

@@ -83,4 +83,16 @@ def check_rota_settings(app_configs: Any = None, **kwargs: Any) -> list:
                     id="rota.W002",
                 )
             )
+    from django.conf import settings as django_settings
+
+    if str(getattr(django_settings, "SECRET_KEY", "")).startswith("rota-ephemeral-"):
+        found.append(
+            Warning(
+                "no secret key: this process made one up, so its sessions and CSRF tokens "
+                "are good on no other web server and not after a restart",
+                hint="set ROTA_SECRET_KEY (or ROTA_SECRET_KEY_FILE), the same on every "
+                "`rota server`; `rota up` writes one to the data dir",
+                id="rota.W003",
+            )
+        )
     return found

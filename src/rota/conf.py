@@ -56,6 +56,9 @@ class RotaSettings:
     #: them from the cluster (3 when it has three or more nodes, else 1, never
     #: fewer than a resource already has); 1, 3 or 5 sets them.
     nats_replicas: int = 0
+    #: Monitoring addresses of NATS nodes (``http://127.0.0.1:8222``, comma-separated)
+    #: that ``rota doctor`` and the ops cluster page read the meta group from.
+    nats_monitor_urls: list[str] = field(default_factory=list)
     #: How long a terminal run's live snapshot stays in KV (SQL keeps the history).
     snapshot_max_age_seconds: float = 7 * 24 * 3600
     #: A worker that gets SIGTERM lets its runs finish for this long, then hands them back.

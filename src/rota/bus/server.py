@@ -85,7 +85,7 @@ class EmbeddedNats:
     other nodes; this node's own address may be among them, the server skips it),
     ``cluster_password`` (route credentials, required off loopback) and
     ``http_port`` (the monitoring endpoint on 127.0.0.1; 0 picks a free port,
-    ``None`` turns it off).
+    ``None`` turns it off). ``pid_file``: the server writes its pid there.
     """
 
     ROUTE_USER = "rota-route"
@@ -106,6 +106,7 @@ class EmbeddedNats:
         routes: Sequence[str] = (),
         cluster_password: str = "",
         http_port: int | None = None,
+        pid_file: Path | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -136,6 +137,7 @@ class EmbeddedNats:
         else:
             self.cluster_port = 0
         self.http_port = free_port() if http_port == 0 else http_port
+        self.pid_file = pid_file
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -195,9 +197,14 @@ class EmbeddedNats:
             lines.append("}")
         if self.http_port:
             lines.append(f"http: '127.0.0.1:{self.http_port}'")
+        if self.pid_file:
+            lines.append(f"pid_file: {str(Path(self.pid_file).resolve())!r}")
         return "\n".join(lines).replace("'", '"') + "\n"
 
-    def start(self, timeout: float = 15.0) -> None:
+    def start(self, timeout: float = 15.0, *, detach: bool = False) -> None:
+        """Start the server and wait until it answers. A ``detach``-ed server
+        outlives this process (stop it by its pid file); otherwise it gets SIGTERM
+        when this process dies."""
         if port_in_use(self.port, self.host):
             raise NatsServerError(
                 f"port {self.port} on {self.host} is already in use",
@@ -224,7 +231,7 @@ class EmbeddedNats:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
+                preexec_fn=None if detach else die_with_parent,
                 # Its own process group: a terminal's Ctrl-C reaches `rota up`, which
                 # stops the worker before NATS, not every process at once.
                 start_new_session=True,

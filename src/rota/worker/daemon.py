@@ -34,6 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from rota.bus import subjects
 from rota.bus.connection import Bus, connect
+from rota.bus.retry import TRANSIENT
 from rota.conf import RotaSettings
 from rota.control.fence import EpochFence
 from rota.domain.ids import new_worker_id
@@ -674,6 +675,23 @@ class Worker:
             return False
         return True
 
+    async def _record(self, act: Active, outcome: Outcome) -> None:
+        """Write the outcome; through any NATS outage, until this worker stops
+        (a run whose outcome is lost would stay RUNNING under a live worker).
+        Writes nothing if the run was handed back or taken over meanwhile."""
+        assert self.store is not None
+        while True:
+            try:
+                await self.store.finish(act.version, outcome)
+                return
+            except TRANSIENT:
+                if self.stopped.is_set():
+                    raise
+                log.warning(
+                    "recording run %s: NATS unavailable; trying again", act.version.snap.run_id
+                )
+                await asyncio.sleep(1)
+
     def _launch(self, claimed: Versioned) -> None:
         act = Active(claimed)
         self.active[claimed.snap.run_id] = act
@@ -711,8 +729,7 @@ class Worker:
                 finally:
                     live_output.reset(token)
                     await output.close()
-            # Writes nothing if the run was handed back or taken over meanwhile.
-            await self.store.finish(act.version, outcome)
+            await self._record(act, outcome)
             self.completed += 1
         except asyncio.CancelledError:
             raise

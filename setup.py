@@ -8,10 +8,13 @@ sdist, needs no npm), so ``pip install rota-*.whl`` gives the whole ops UI on a
 machine without Node.js. Building an sdist installs them into the source tree
 first, so the sdist carries them too. An editable install (``pip install -e .``)
 builds nothing: ``rota up`` fetches them on first start, as ``rota assets`` does.
+``ROTA_BUILD_ASSETS=0`` builds without them (then ``rota up`` fetches them too,
+with npm, into the installed package).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +24,10 @@ from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
 
 SRC = Path(__file__).resolve().parent / "src"
+
+
+def _wanted() -> bool:
+    return os.environ.get("ROTA_BUILD_ASSETS", "1") != "0"
 
 
 def _assets() -> ModuleType:
@@ -37,7 +44,7 @@ def _assets() -> ModuleType:
 class BuildPyWithAssets(build_py):
     def run(self) -> None:
         super().run()
-        if self.editable_mode:
+        if self.editable_mode or not _wanted():
             return
         assets = _assets()
         vendor = Path(self.build_lib) / "rota" / "static" / "rota_ops" / "vendor"
@@ -45,16 +52,20 @@ class BuildPyWithAssets(build_py):
             if assets.ensure_assets(vendor_dir=vendor):
                 print(f"rota: installed the ops UI's assets into {vendor}")
         except assets.AssetsError as exc:
-            raise SystemExit(f"rota: cannot build the ops UI's assets: {exc}") from None
+            raise SystemExit(
+                f"rota: cannot build the ops UI's assets: {exc} "
+                "(ROTA_BUILD_ASSETS=0 builds without them)"
+            ) from None
 
 
 class SdistWithAssets(sdist):
     def run(self) -> None:
-        assets = _assets()
-        try:
-            assets.ensure_assets()
-        except assets.AssetsError as exc:
-            raise SystemExit(f"rota: cannot build the ops UI's assets: {exc}") from None
+        if _wanted():
+            assets = _assets()
+            try:
+                assets.ensure_assets()
+            except assets.AssetsError as exc:
+                raise SystemExit(f"rota: cannot build the ops UI's assets: {exc}") from None
         super().run()
 
 

@@ -179,7 +179,7 @@ def test_doctor_with_nats_down_prints_its_report_only(stack, tmp_path):
     assert f"cannot connect to NATS at nats://127.0.0.1:{dead}" in out.stdout
     assert "WARNING" not in out.stderr + out.stdout, out.stderr
     for line in out.stdout.splitlines():
-        assert line.startswith(("ok    ", "FAIL  ", "      → ", "(")), line
+        assert line.startswith(("ok    ", "WARN  ", "FAIL  ", "      → ", "(")), line
     verbose = rota("doctor", "--verbose", env=env)
     assert "what the checks logged:" in verbose.stdout and "rota.bus" in verbose.stdout
 

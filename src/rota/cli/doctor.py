@@ -19,19 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Held(logging.Handler):
-    """Keeps log records as lines instead of writing them."""
+    """Keeps log records as (level, line) instead of writing them."""
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[tuple[int, str]]) -> None:
         super().__init__(logging.DEBUG)
         self.lines = lines
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        self.lines.append((record.levelno, self.format(record)))
 
 
 @contextmanager
-def held_logs(lines: list[str]) -> Iterator[None]:
+def held_logs(lines: list[tuple[int, str]]) -> Iterator[None]:
     """While the checks run, what they log (a NATS client's reconnect warnings,
     say) goes into ``lines``, not between the lines of the report."""
     root = logging.getLogger()
@@ -43,7 +43,7 @@ def held_logs(lines: list[str]) -> Iterator[None]:
         root.handlers = saved
 
 
-def diagnose(logs: list[str] | None = None) -> list[tuple[bool | None, str, str]]:
+def diagnose(logs: list[tuple[int, str]] | None = None) -> list[tuple[bool | None, str, str]]:
     """(ok, what, hint) for each check, in the order a person would fix them;
     ok is None for a warning. What the checks log goes into ``logs`` (dropped
     when None)."""
@@ -196,17 +196,18 @@ async def cluster_lines(bus: Any, settings: Any) -> list[tuple[bool | None, str,
 
 def handle(args: argparse.Namespace) -> int:
     bad = 0
-    logs: list[str] = []
+    logs: list[tuple[int, str]] = []
     for ok, what, hint in diagnose(logs):
         print({True: "ok    ", None: "WARN  ", False: "FAIL  "}[ok] + what)
         if not ok:
             bad += ok is False
             if hint:
                 print("      → " + hint)
+    warnings = sum(1 for level, _ in logs if level >= logging.WARNING)
     if logs and args.verbose:
         print("\nwhat the checks logged:")
-        for line in logs:
+        for _, line in logs:
             print("  " + line)
-    elif logs:
-        print(f"({len(logs)} log line(s) held back; `rota doctor --verbose` shows them)")
+    elif warnings:
+        print(f"({warnings} logged warning(s) held back; `rota doctor --verbose` shows them)")
     return 1 if bad else 0

@@ -45,6 +45,24 @@ def _with_db(url: str, name: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + name
 
 
+def create_postgres_database() -> str:
+    """A new, empty database on the test PostgreSQL; returns its URL."""
+    import psycopg
+
+    name = f"rota_deploy_{secrets.token_hex(4)}"
+    with psycopg.connect(_with_db(POSTGRES_URL, "postgres"), autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    return _with_db(POSTGRES_URL, name)
+
+
+def drop_postgres_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[-1]
+    with psycopg.connect(_with_db(POSTGRES_URL, "postgres"), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 class NatsCluster:
     """``size`` nats-servers clustered on loopback (one alone is not clustered)."""
 
@@ -155,7 +173,7 @@ class Deployment:
         self.token = secrets.token_urlsafe(16)
         self.nats = NatsCluster(tmp, nats_nodes, self.token, sync_interval)
         self.database = database
-        self.pg_name = ""
+        self.database_url = ""
         self.extra_env = env or {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.servers: list[str] = []
@@ -173,12 +191,7 @@ class Deployment:
         (self.data_dir / "secret_key").write_text(secrets.token_urlsafe(32))
         self.nats.start()
         if self.database == "postgres":
-            import psycopg
-
-            self.pg_name = f"rota_deploy_{secrets.token_hex(4)}"
-            with psycopg.connect(_with_db(POSTGRES_URL, "postgres"), autocommit=True) as c:
-                c.execute(f'CREATE DATABASE "{self.pg_name}"')
-            self.database_url = _with_db(POSTGRES_URL, self.pg_name)
+            self.database_url = create_postgres_database()
         else:
             self.database_url = f"sqlite:///{self.data_dir / 'rota.sqlite3'}"
         self.rota("migrate")
@@ -199,11 +212,8 @@ class Deployment:
                 proc.kill()
                 proc.wait()
         self.nats.stop()
-        if self.pg_name:
-            import psycopg
-
-            with psycopg.connect(_with_db(POSTGRES_URL, "postgres"), autocommit=True) as c:
-                c.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+        if self.database == "postgres" and self.database_url:
+            drop_postgres_database(self.database_url)
 
     def __enter__(self) -> Deployment:
         return self.start()

@@ -22,8 +22,14 @@ import pytest
 
 from rota.bus import subjects
 from tests.conftest import CI
-from tests.deployment import Deployment, postgres_available
-from tests.e2e.conftest import wait_for
+from tests.deployment import (
+    Deployment,
+    NatsCluster,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_available,
+)
+from tests.e2e.conftest import start_stack, stop_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -174,6 +180,8 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
         created = dt.datetime.now(dt.UTC)
 
     faults: list[str] = []
+    with d.client() as c:
+        epoch0 = c.get("/leader").json()["epoch"]
     with Load(d, "load", rate=8) as load:
         time.sleep(8)
         # 1. The node that leads the work queue.
@@ -192,6 +200,11 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
         d.nats.restart(victim)
         wait_for(lambda: _leaders_current(d), timeout=60, interval=0.5)
         time.sleep(4)
+        # The lease held through the node losses, or moved as on one node: one
+        # leader, a new epoch for each move, at most one per lost node.
+        with d.client(1) as c:
+            epoch1 = c.get("/leader").json()["epoch"]
+        assert epoch0 <= epoch1 <= epoch0 + 2, (epoch0, epoch1)
         # 3. rota's leader: its worker process, started again on its node.
         with d.client(1) as c:
             leader = c.get("/leader").json()["leader"]
@@ -204,6 +217,10 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
         time.sleep(3)
         d.add_worker(leader["node_id"], roles="lead,execute")
         time.sleep(8)
+        with d.client() as c:
+            after = c.get("/leader").json()
+        assert after["leader"] and after["leader"]["worker_id"] != leader["worker_id"], after
+        assert after["epoch"] > epoch1
     acked = dict(load.acked)
     assert len(acked) >= 100, f"only {len(acked)} submissions acknowledged"
 
@@ -262,7 +279,8 @@ def test_node_meta_leader_and_rota_leader_kills_lose_nothing(deployment, tmp_pat
     wait_for(lambda: _leaders_current(d), timeout=60, interval=0.5)
     print(
         f"\nscale-out: {len(acked)} acknowledged ({load.retries} retried submissions), "
-        f"faults {faults}, {len(redone)} declared re-executions, "
+        f"faults {faults}, epochs {epoch0}->{epoch1}->{after['epoch']}, "
+        f"{len(redone)} declared re-executions, "
         f"{len(minutes)} schedule fires"
     )
 
@@ -310,3 +328,57 @@ def test_web_servers_are_interchangeable(tmp_path):
             assert r.status_code == 200, r.status_code
             # Without the session the same page sends a browser to log in.
             assert httpx.get(b + "/ops/", timeout=30).status_code == 302
+
+
+def test_rota_up_on_a_nats_cluster_and_postgresql(tmp_path):
+    """`rota up --nats-url a,b,c --database-url postgres://...`: one command starts
+    rota on external engines, and starts no nats-server of its own."""
+    if not postgres_available():
+        if CI:
+            pytest.fail("PostgreSQL is required in CI")
+        pytest.skip("PostgreSQL unavailable")
+    nats = NatsCluster(tmp_path, 3, token="cluster-token")
+    nats.start()
+    database_url = create_postgres_database()
+    try:
+        stack = start_stack(
+            tmp_path,
+            "--nats-url",
+            nats.url,
+            "--database-url",
+            database_url,
+            env={"ROTA_NATS_TOKEN": "cluster-token"},
+        )
+        try:
+            env = (stack.data_dir / "rota.env").read_text()
+            assert f"ROTA_NATS_URL={nats.url}\n" in env
+            assert f"ROTA_DATABASE_URL={database_url}\n" in env
+            assert not (stack.data_dir / "nats").exists()
+            assert "rota:rota@" not in stack.log.read_text()  # the banner hides the password
+            c = stack.client
+            r = c.post(
+                "/jobs",
+                json={"name": "add", "kind": "python", "target": "rota.contrib.examples:add"},
+            )
+            assert r.status_code == 201, r.text
+            run_id = c.post("/runs", json={"job": "add", "params": {"a": 2, "b": 3}}).json()[
+                "run_id"
+            ]
+            run = wait_for(
+                lambda: (x := c.get(f"/runs/{run_id}").json())["state"] == "SUCCEEDED" and x,
+                timeout=60,
+            )
+            assert run["result"] == 5
+            # The record is in PostgreSQL, the resources on the cluster at R3.
+            import psycopg
+
+            with psycopg.connect(database_url) as conn:
+                state = conn.execute("SELECT state FROM rota_jobrun WHERE id = %s", (run_id,))
+                assert state.fetchone() == ("SUCCEEDED",)
+            info = nats.stream_info(subjects.WORK_STREAM, "cluster-token")
+            assert info.config.num_replicas == 3
+        finally:
+            stop_stack(stack)
+    finally:
+        nats.stop()
+        drop_postgres_database(database_url)

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nats
@@ -50,25 +51,34 @@ def rota(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> s
 def three_nodes(tmp_path: Path):
     """Three nodes started by `rota nats up` and `rota nats join`, detached."""
     dirs = [tmp_path / f"n{i}" for i in range(3)]
-    ports = [(free_port(), free_port(), free_port()) for _ in dirs]
+    ports: list[tuple[int, int, int]] = []
     env: dict[str, str] = {"ROTA_NATS_TOKEN": "", "ROTA_NATS_CLUSTER_PASSWORD": ""}
 
-    def node_args(i: int) -> list[str]:
-        client, route, http = ports[i]
-        return [
-            "--dir", str(dirs[i]), "--name", f"n{i}", "--port", str(client),
-            "--cluster-port", str(route), "--http-port", str(http), "--detach",
-        ]  # fmt: skip
+    def start(i: int, *argv: str) -> None:
+        """Start node i on free ports; again on new ones if another process on this
+        busy machine took one between the pick and the bind."""
+        for attempt in range(3):
+            client, route, http = free_port(), free_port(), free_port()
+            out = subprocess.run(
+                [sys.executable, "-m", "rota", "nats", *argv, "--dir", str(dirs[i]),
+                 "--name", f"n{i}", "--port", str(client), "--cluster-port", str(route),
+                 "--http-port", str(http), "--detach"],
+                capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+            )  # fmt: skip
+            if out.returncode == 0:
+                ports.append((client, route, http))
+                return
+            if attempt == 2 or ("in use" not in out.stderr and "exited" not in out.stderr):
+                raise AssertionError(f"rota nats {argv[0]} n{i}: {out.stdout}{out.stderr}")
 
     try:
-        rota("nats", "up", *node_args(0), env=env)
+        start(0, "up")
         env = {
             "ROTA_NATS_TOKEN": (dirs[0] / "token").read_text().strip(),
             "ROTA_NATS_CLUSTER_PASSWORD": (dirs[0] / "cluster.password").read_text().strip(),
         }
-        seed = f"127.0.0.1:{ports[0][1]}"
         for i in (1, 2):
-            rota("nats", "join", "--seed", seed, *node_args(i), env=env)
+            start(i, "join", "--seed", f"127.0.0.1:{ports[0][1]}")
         yield {
             "dirs": dirs,
             "urls": [f"nats://127.0.0.1:{p[0]}" for p in ports],
@@ -89,6 +99,7 @@ def status(cluster: dict, *extra: str) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.timeout(300)
 async def test_up_join_backup_delete_restore_status_down(three_nodes, rota_settings, _db_threads):
     from rota.models import JobDefinition, JobRun, Schedule
     from rota.runs.service import RunRequest, RunService
@@ -221,6 +232,7 @@ async def test_up_join_backup_delete_restore_status_down(three_nodes, rota_setti
     assert not any(alive(p) for p in pids)
 
 
+@pytest.mark.timeout(300)
 async def test_doctor_names_a_lost_node_and_its_replicas_then_leave(three_nodes, rota_settings):
     """SIGKILL a node: `rota nats doctor` and `rota doctor`'s NATS lines say which
     node and which replicas are offline; restarted, it catches up; `leave` then
@@ -292,6 +304,34 @@ async def test_doctor_names_a_lost_node_and_its_replicas_then_leave(three_nodes,
             return r if any(p.code == "node_offline" for p in r.problems) else None
 
         await eventually(left, timeout=30, interval=0.5)
+
+        # A new node joins; `leave --peer n2` moves the replicas that stayed on n2 to it.
+        n3 = cluster["dirs"][0].parent / "n3"
+        seed = f"127.0.0.1:{json.loads((cluster['dirs'][0] / 'node.json').read_text())['cluster_port']}"
+        rota(
+            "nats", "join", "--dir", str(n3), "--name", "n3", "--seed", seed,
+            "--port", str(free_port()), "--cluster-port", str(free_port()),
+            "--http-port", str(free_port()), "--detach", env=cluster["env"],
+        )  # fmt: skip
+        try:
+
+            async def moved() -> object:
+                out = rota("nats", "leave", "--peer", "n2", "--dir", str(n3), env=cluster["env"],
+                           check=False)  # fmt: skip
+                return out if "keeps its replica" not in out else None
+
+            out = await eventually(moved, timeout=60, interval=2)
+            assert "moved ROTA_WORK's replica off n2" in out
+
+            async def on_n3() -> object:
+                r = await cluster_report(nc)
+                ok = all({s.leader, *(p.name for p in s.followers)} == {"n0", "n1", "n3"}
+                         for s in r.streams)  # fmt: skip
+                return ok and all(p.current for s in r.streams for p in s.followers)
+
+            await eventually(on_n3, timeout=60, interval=0.5)
+        finally:
+            rota("nats", "down", "--dir", str(n3), check=False)
     finally:
         await nc.close()
 
@@ -301,3 +341,65 @@ def alive_pid_in(directory: Path) -> bool:
         return alive(int((directory / "nats-server.pid").read_text()))
     except (OSError, ValueError):
         return False
+
+
+@pytest.mark.timeout(300)
+def test_foreground_up_waits_for_a_second_node_and_is_stopped_by_down(tmp_path: Path):
+    """`rota nats up` without --detach stays in the foreground. Alone, a cluster
+    node has no meta leader (it expects itself and one more), which `doctor`
+    says; once a second node joins, JetStream elects one. `rota nats down` (the
+    pid file) ends the server, and the foreground command with it."""
+    dirs = [tmp_path / "first", tmp_path / "second"]
+    env = {**os.environ, "ROTA_NATS_TOKEN": "", "ROTA_NATS_CLUSTER_PASSWORD": ""}
+    route = free_port()
+    args = ["--dir", str(dirs[0]), "--name", "first", "--port", str(free_port())]
+    args += ["--cluster-port", str(route), "--http-port", str(free_port())]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rota", "nats", "up", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def nats_cli(*argv: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "rota", "nats", *argv],
+            env={**env, **extra}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (dirs[0] / "nats-server.pid").exists():
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.2)
+        doctor = nats_cli("doctor", "--dir", str(dirs[0]))
+        assert doctor.returncode == 1
+        assert "JetStream has no meta leader" in doctor.stdout, doctor.stdout + doctor.stderr
+
+        secrets = {
+            "ROTA_NATS_TOKEN": (dirs[0] / "token").read_text().strip(),
+            "ROTA_NATS_CLUSTER_PASSWORD": (dirs[0] / "cluster.password").read_text().strip(),
+        }
+        joined = nats_cli(
+            "join", "--dir", str(dirs[1]), "--name", "second", "--seed", f"127.0.0.1:{route}",
+            "--port", str(free_port()), "--cluster-port", str(free_port()),
+            "--http-port", str(free_port()), "--detach", **secrets,
+        )  # fmt: skip
+        assert joined.returncode == 0, joined.stderr
+        deadline = time.monotonic() + 60
+        report: dict = {}
+        while time.monotonic() < deadline and not report.get("meta_leader"):
+            out = nats_cli("status", "--dir", str(dirs[0]), "--json")
+            report = json.loads(out.stdout) if out.returncode == 0 else {}
+            time.sleep(0.5)
+        assert report["meta_leader"] in {"first", "second"} and report["meta_size"] == 2
+
+        assert rota("nats", "down", "--dir", str(dirs[0])).startswith("stopped NATS node")
+        assert proc.wait(30) == 0
+        assert not (dirs[0] / "nats-server.pid").exists()
+    finally:
+        rota("nats", "down", "--dir", str(dirs[1]), check=False)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

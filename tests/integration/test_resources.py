@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import orjson
 import pytest
 
 from rota.bus import subjects
@@ -67,6 +68,12 @@ async def test_an_idle_worker_only_beats(bus, rota_settings):
                     break
                 await asyncio.sleep(0.05)
             assert w.detached
-            assert (await workers.get(w.worker_id)).revision > entry.revision
+            for _ in range(40):
+                if (await workers.get(w.worker_id)).revision > entry.revision:
+                    break
+                await asyncio.sleep(0.05)
+            entry_now = await workers.get(w.worker_id)
+            assert entry_now.revision > entry.revision
+            assert orjson.loads(entry_now.value)["detached"] is True
         finally:
             await coord.delete(subjects.detached_key(w.worker_id))

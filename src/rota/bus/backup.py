@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
 
 from rota.bus import subjects
 from rota.errors import InvalidInput, RotaError
@@ -116,6 +117,9 @@ async def snapshot_stream(
                 {"deliver_subject": inbox, "chunk_size": CHUNK, "jsck": True},
                 timeout,
             )
+            # The answer comes once the snapshot is prepared (and checked): the
+            # stall clock starts now.
+            last_chunk = max(last_chunk, time.monotonic())
             while not done.done():
                 if time.monotonic() - last_chunk > timeout:
                     raise BackupError(f"snapshot of {stream} stalled for {timeout}s")
@@ -136,14 +140,29 @@ async def restore_stream(
     deliver = start["deliver_subject"]
     with source.open("rb") as f:
         while chunk := f.read(CHUNK):
-            ack = await nc.request(deliver, chunk, timeout=timeout)
+            ack = await _send_chunk(nc, deliver, chunk, timeout)
             if ack.data:
                 raise BackupError(f"restore of {stream}: {ack.data.decode(errors='replace')}")
-    end = await nc.request(deliver, b"", timeout=timeout)
+    end = await _send_chunk(nc, deliver, b"", timeout)
     info = json.loads(end.data)
     if info.get("error"):
         raise BackupError(f"restore of {stream}: {info['error'].get('description')}")
     return info
+
+
+async def _send_chunk(nc: Client, deliver: str, chunk: bytes, timeout: float) -> Any:
+    """Send one restore chunk. In a cluster the server that receives the restore
+    may be another node than ours, and its subscription reaches our node a moment
+    after the answer that names it: "no responders" then means nobody got the
+    chunk, so sending it again is safe."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return await nc.request(deliver, chunk, timeout=timeout)
+        except NoRespondersError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def stream_exists(nc: Client, stream: str, timeout: float = 10.0) -> bool:

@@ -126,8 +126,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     ),
     "replicas_differ": (
         "{kind} {resource} has {replicas} replica(s), rota is set to {want}",
-        "the next start of a rota process updates it; or set ROTA_NATS_REPLICAS to what the "
-        "cluster has",
+        "`rota nats scale` sets it in place (so does the next start of a rota process), or "
+        "set ROTA_NATS_REPLICAS to what the cluster has",
     ),
 }
 

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from rota.bus import subjects
+from rota.bus.retry import through_outage
 from rota.conf import RotaSettings
 from rota.errors import BackendUnavailable
 
@@ -77,9 +78,10 @@ async def connect(
         ) from exc
     nc.options["max_reconnect_attempts"] = -1
     js = nc.jetstream(timeout=10)
+    # A cluster busy with many processes starting at once answers late: try again.
     if ensure:
         from rota.bus.resources import ensure_resources
 
-        await ensure_resources(js, settings)
-    runs = await js.key_value(subjects.RUNS_BUCKET)
+        await through_outage(ensure_resources, js, settings)
+    runs = await through_outage(js.key_value, subjects.RUNS_BUCKET)
     return Bus(nc=nc, js=js, runs=runs)

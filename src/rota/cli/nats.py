@@ -9,7 +9,7 @@ A node lives in one directory (``--dir``, default ``$ROTA_DATA_DIR/nats-node``):
     token            the client token (0600); the same on every node
     cluster.password the route password (0600); the same on every node
     nats.conf        the nats-server configuration, written at each start
-    nats-server.pid  the running server's pid (nats-server writes and removes it)
+    nats-server.pid  the running server's pid (nats-server writes it, rota removes it)
     nats.log         its log
     jetstream/       its JetStream store
 
@@ -91,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("up", help="start this machine's node (the first node of a cluster)")
     node_args(p)
+    p.add_argument(
+        "--seed",
+        action="append",
+        help="route address of another node, host or host:port (default port 6222); "
+        "repeat for more. A first node needs none: it waits for the second",
+    )
     p = sub.add_parser("join", help="start a node that joins the cluster of a seed node")
     node_args(p)
     p.add_argument(
@@ -148,6 +154,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead of the node in --dir, move the replicas of this (stopped) node away; "
         "from any machine, once a new node has joined",
     )
+    p = sub.add_parser(
+        "scale",
+        help="bring every rota stream, bucket and object store to the cluster's replica "
+        "count (R3 on three or more nodes), in place",
+    )
+    client_args(p)
+    p.add_argument(
+        "--replicas", type=int, choices=(1, 3, 5), help="this count instead (may shrink)"
+    )
     p = sub.add_parser("down", help="stop the node in --dir")
     dir_arg(p)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
@@ -170,6 +185,7 @@ def handle(args: argparse.Namespace) -> int:
         "backup": handle_backup,
         "restore": handle_restore,
         "leave": handle_leave,
+        "scale": handle_scale,
         "down": handle_down,
         "service": handle_service,
     }[action](args)
@@ -342,6 +358,8 @@ def handle_down(args: argparse.Namespace) -> int:
             f"nats-server (pid {pid}) did not stop within {args.timeout}s",
             hint=f"see {directory / 'nats.log'}; `kill -9 {pid}` ends it at once",
         )
+    # nats-server leaves its pid file behind.
+    (directory / PID_FILE).unlink(missing_ok=True)
     print(f"stopped NATS node in {directory} (pid {pid})")
     return 0
 
@@ -552,6 +570,7 @@ def handle_leave(args: argparse.Namespace) -> int:
     os.kill(pid, signal.SIGUSR2)
     if not wait_gone(pid, 120):
         raise CommandError(f"nats-server (pid {pid}) is still in lame-duck mode after 120 s")
+    (directory / PID_FILE).unlink(missing_ok=True)
     print(f"node {node['name']} left: lame-duck mode ended, server stopped")
     if stays:
         print(
@@ -644,4 +663,20 @@ def handle_service(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"cannot write {unit}: {exc}", hint="run it as root") from None
     print(f"wrote {unit}; now: systemctl daemon-reload && systemctl enable --now rota-nats")
+    return 0
+
+
+def handle_scale(args: argparse.Namespace) -> int:
+    """Grow (or, with --replicas, set) the replicas of rota's resources. JetStream
+    adds the replicas and catches them up while every stream keeps serving."""
+    from rota.bus.resources import ensure_resources
+    from rota.conf import get_settings
+
+    async def work(nc: Any, monitors: list[str]) -> dict[str, str]:
+        return await ensure_resources(
+            nc.jetstream(timeout=30), get_settings(), replicas=args.replicas
+        )
+
+    for name, outcome in with_connection(args, work).items():
+        print(f"{name}: {outcome}")
     return 0

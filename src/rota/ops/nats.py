@@ -74,8 +74,8 @@ PROBLEM_TEXT = {
     "replicas_differ": (
         _("{kind} {resource} has {replicas} replica(s), rota is set to {want}"),
         _(
-            "the next start of a rota process updates it; or set ROTA_NATS_REPLICAS to what "
-            "the cluster has"
+            "`rota nats scale` sets it in place (so does the next start of a rota process), "
+            "or set ROTA_NATS_REPLICAS to what the cluster has"
         ),
     ),
 }

@@ -34,7 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from rota.bus import subjects
 from rota.bus.connection import Bus, connect
-from rota.bus.retry import TRANSIENT
+from rota.bus.retry import TRANSIENT, through_outage
 from rota.conf import RotaSettings
 from rota.control.fence import EpochFence
 from rota.domain.ids import new_worker_id
@@ -162,10 +162,11 @@ class Worker:
                 latest_replicas=self.settings.nats_replicas,
             )
             await self.pod_host.start(self.bus)
-        self.workers_kv = await self.bus.js.key_value(subjects.WORKERS_BUCKET)
-        self.heartbeats_kv = await self.bus.js.key_value(subjects.HEARTBEATS_BUCKET)
-        self.leases_kv = await self.bus.js.key_value(subjects.LEASES_BUCKET)
-        self.coord_kv = await self.bus.js.key_value(subjects.COORD_BUCKET)
+        bucket = self.bus.js.key_value
+        self.workers_kv = await through_outage(bucket, subjects.WORKERS_BUCKET)
+        self.heartbeats_kv = await through_outage(bucket, subjects.HEARTBEATS_BUCKET)
+        self.leases_kv = await through_outage(bucket, subjects.LEASES_BUCKET)
+        self.coord_kv = await through_outage(bucket, subjects.COORD_BUCKET)
         if self._control_enabled:
             await self._start_control()
         await self._beat()
@@ -249,7 +250,9 @@ class Worker:
 
     async def _work_subscription(self, subject: str, durable: str):  # type: ignore[no-untyped-def]
         assert self.bus is not None
-        return await self.bus.js.pull_subscribe(
+        # Many workers starting at once keep the JetStream API busy: ride it out.
+        return await through_outage(
+            self.bus.js.pull_subscribe,
             subject,
             durable=durable,
             stream=subjects.WORK_STREAM,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -13,10 +14,12 @@ from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja.errors import HttpError, ValidationError
 
 import rota
 from rota.api import flows as flows_api
 from rota.api.auth import ADMIN_AUTH, OpsAuth, require_view
+from rota.api.docs import LocalSwagger
 from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
 from rota.bus.connection import Bus, connect
 from rota.conf import get_settings
@@ -33,12 +36,40 @@ from rota.runs.transitions import RunStore
 
 log = logging.getLogger(__name__)
 
-api = NinjaAPI(
+
+class RotaNinjaAPI(NinjaAPI):
+    """django-ninja with request validation errors as a client reads them."""
+
+    def validation_error_from_error_contexts(self, error_contexts):  # type: ignore[no-untyped-def]
+        """Each error's ``loc`` as the request was written (``["body", "kind"]``:
+        ninja adds the view's parameter name, ``["body", "body", "kind"]``) and a
+        ``field`` in the form rota's own 422s use (``args[0]``, ``structured.n``)."""
+        errors = []
+        for context in error_contexts:
+            wrapper = getattr(context.model, "__read_from_single_attr__", None)
+            for error in super().validation_error_from_error_contexts([context]).errors:
+                loc = list(error["loc"])
+                if wrapper and len(loc) > 1 and loc[1] == wrapper:
+                    del loc[1]
+                errors.append({**error, "loc": loc, "field": field_path(loc[1:])})
+        return ValidationError(errors)
+
+
+def field_path(parts: list[Any]) -> str:
+    """``["args", 0, "name"]`` → ``args[0].name``."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+api = RotaNinjaAPI(
     title="rota",
     version=rota.__version__,
     description="Jobs, runs, schedules and events of a rota cluster.",
     auth=OpsAuth(),
     urls_namespace="rota-api",
+    docs=LocalSwagger(),
     docs_url="/docs",
     openapi_url="/openapi.json",
     docs_decorator=require_view,
@@ -71,6 +102,23 @@ _ERRORS = {403: ErrorOut, 404: ErrorOut, 401: ErrorOut, 409: ErrorOut, 422: Erro
 def _rota_error(request: HttpRequest, exc: RotaError) -> HttpResponse:
     """Every rota error as ``{"detail": ...}`` with its status (422 adds ``field``)."""
     return api.create_response(request, exc.http_body(), status=exc.http_status)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    """ninja's HTTP errors; a body that does not parse says where it goes wrong."""
+    body: dict[str, Any] = {"detail": str(exc)}
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, json.JSONDecodeError):
+        body = {
+            "detail": f"the request body is not valid JSON: {cause.msg} "
+            f"at line {cause.lineno}, column {cause.colno}",
+            "line": cause.lineno,
+            "column": cause.colno,
+        }
+    elif exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        body = {"detail": f"the request body is not UTF-8 text (byte {cause.start})"}
+    return api.create_response(request, body, status=exc.status_code)
 
 
 # -- the NATS connection of this process --------------------------------------------

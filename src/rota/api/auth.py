@@ -125,11 +125,20 @@ class OpsAuth(AuthBase):
 ADMIN_AUTH = OpsAuth(ADMIN)
 
 
+def wants_html(request: HttpRequest) -> bool:
+    """A browser navigating (it asks for HTML first), not a script or a fetch."""
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept.split(",")[0]
+
+
 def require_view(view):  # type: ignore[no-untyped-def]
     """Guard a plain Django view (the OpenAPI schema and docs) like an API read:
-    /health is the only endpoint anyone may call."""
+    /health is the only endpoint anyone may call. A browser without a session
+    goes to the login page (``LOGIN_URL``) and comes back; a script without a
+    token gets 401."""
     from functools import wraps
 
+    from django.contrib.auth.views import redirect_to_login
     from django.http import JsonResponse
 
     guard = OpsAuth(VIEW)
@@ -141,6 +150,8 @@ def require_view(view):  # type: ignore[no-untyped-def]
         except Forbidden as exc:
             return JsonResponse({"detail": exc.message}, status=403)
         if user is None:
+            if wants_html(request) and "Authorization" not in request.headers:
+                return redirect_to_login(request.get_full_path())
             return JsonResponse({"detail": "Unauthorized"}, status=401)
         return view(request, *args, **kwargs)
 

@@ -33,10 +33,17 @@ class EventOut(Schema):
     created_at: datetime
     runs: list[EventRun]
     refused: list[dict[str, str]] = []
+    #: True when this post repeated an earlier event's dedupe key: nothing was
+    #: created, and this is the first event with its runs.
+    duplicate: bool = False
 
 
 def _out(
-    event: Event, runs: list[JobRun], refused: list[dict[str, str]] | None = None
+    event: Event,
+    runs: list[JobRun],
+    refused: list[dict[str, str]] | None = None,
+    *,
+    duplicate: bool = False,
 ) -> dict[str, Any]:
     return {
         "id": event.id,
@@ -46,6 +53,7 @@ def _out(
         "created_at": event.created_at,
         "runs": [{"run_id": r.id, "job": r.job_name, "state": r.state} for r in runs],
         "refused": refused or [],
+        "duplicate": duplicate,
     }
 
 
@@ -59,7 +67,8 @@ async def post_event(request: HttpRequest, body: EventIn):  # type: ignore[no-un
 
     outcome = await intake(await get_bus(), body.name, body.payload, body.dedupe_key)
     return Status(
-        201 if outcome.created else 200, _out(outcome.event, outcome.runs, outcome.refused)
+        201 if outcome.created else 200,
+        _out(outcome.event, outcome.runs, outcome.refused, duplicate=not outcome.created),
     )
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from ninja import Field, Schema
+
+from rota.domain.kinds import ExecutionPolicyName, JobKind
 
 
 class JobIn(Schema):
     name: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
-    kind: Literal["command", "python", "django", "pyoco", "pod", "celery"]
+    kind: JobKind
     target: str = Field(..., min_length=1, max_length=500)
     args: list[str] = []
     timeout: float | None = Field(None, gt=0)
@@ -20,7 +22,7 @@ class JobIn(Schema):
     description: str = ""
     category: str = ""
     max_attempts: int = Field(3, ge=1, le=100)
-    execution_policy: Literal["allow", "skip", "queue", "replace"] = "allow"
+    execution_policy: ExecutionPolicyName = "allow"
     subscribed_events: list[str] = []
     enabled: bool = True
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -142,8 +143,12 @@ async def watch_run(request: HttpRequest, run_id: str, params: Query[StreamParam
 
 
 def _jsonable(out: dict[str, Any]) -> dict[str, Any]:
-    """Datetimes as ISO 8601, as the JSON endpoints send them."""
-    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in out.items()}
+    """Datetimes in the one format every JSON endpoint sends (Django's encoder:
+    UTC with ``Z``, milliseconds), so a snapshot reads like ``GET /runs``."""
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    encode = DjangoJSONEncoder().default
+    return {k: encode(v) if isinstance(v, datetime) else v for k, v in out.items()}
 
 
 class LogsOut(Schema):

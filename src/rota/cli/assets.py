@@ -6,7 +6,7 @@ import argparse
 
 from rota.cli.base import CommandError
 
-help = "install the ops UI's browser assets (Bootstrap, DataTables, Notyf) with npm"
+help = "install the ops UI's browser assets (Bootstrap, DataTables, Notyf, Swagger UI) with npm"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -48,12 +48,14 @@ def _env_file() -> dict[str, str]:
 def resolve_api(url: str | None, token: str | None) -> tuple[str, str, str]:
     """(url, token, where they came from), first found wins: the flags, the
     environment, ``rota login``'s file, then the ``rota.env`` of ``rota up``."""
+    token_var = next((v for v in ("ROTA_TOKEN", "ROTA_API_TOKEN") if os.environ.get(v)), "")
     sources: list[tuple[str, str | None, str | None]] = [
-        ("flags", url, token),
+        ("--token", url, token),
         (
-            "environment",
+            # Named, so that a refused token says which variable to fix.
+            f"the environment variable {token_var}" if token_var else "the environment",
             os.environ.get("ROTA_URL") or os.environ.get("ROTA_API_URL"),
-            os.environ.get("ROTA_TOKEN") or os.environ.get("ROTA_API_TOKEN"),
+            os.environ.get(token_var) if token_var else None,
         ),
     ]
     path = credentials_path()
@@ -108,13 +110,15 @@ class Api:
             detail = r.text.strip() or r.reason_phrase
         if isinstance(detail, list):  # request validation errors
             detail = "; ".join(
-                ".".join(str(p) for p in d.get("loc", [])[1:]) + ": " + d.get("msg", "")
+                (d.get("field") or ".".join(str(p) for p in d.get("loc", [])[1:]))
+                + ": "
+                + d.get("msg", "")
                 for d in detail
             )
         hint = ""
         if r.status_code == 401:
             detail = "the API refused the token"
-            hint = f"the token from {self.source} is wrong or revoked: run `rota login`"
+            hint = unauthorized_hint(self.source)
         elif r.status_code == 403:
             hint = "ask an admin to add your user to the ops group named above"
         elif r.status_code == 404 and "job" in str(detail):
@@ -137,18 +141,46 @@ class Api:
             raise self.unreachable(exc) from None
 
 
-def parse_params(pairs: list[str], params_arg: str | None) -> dict[str, Any]:
+def unauthorized_hint(source: str) -> str:
+    """What to do about a refused token, by where it came from: `rota login`
+    cannot override a flag or an environment variable."""
+    if source.startswith("the environment variable "):
+        var = source.rsplit(" ", 1)[-1]
+        return (
+            f"the token comes from {var}, which is wrong or revoked: set {var} to a valid "
+            f"token or unset it (`unset {var}`; `rota login` does not override it)"
+        )
+    if source == "--token":
+        return "the token given with --token is wrong or revoked"
+    return f"the token from {source} is wrong or revoked: run `rota login`"
+
+
+def json_arg(text: str, option: str) -> Any:
+    """The JSON of an option given as JSON text or ``@file``; a CommandError naming
+    ``option`` (and the line and column) when it does not parse."""
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise CommandError(f"{option}: cannot read {text[1:]}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"{option} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+
+
+def parse_params(
+    pairs: list[str], params_arg: str | None, option: str = "--params"
+) -> dict[str, Any]:
     """``k=v`` pairs (values parsed as JSON when they are, else strings), or
-    ``--params`` JSON text or ``@file``."""
+    ``option`` (``--params``) JSON text or ``@file``."""
     params: dict[str, Any] = {}
     if params_arg:
-        text = Path(params_arg[1:]).read_text() if params_arg.startswith("@") else params_arg
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--params is not valid JSON: {exc}") from None
+        loaded = json_arg(params_arg, option)
         if not isinstance(loaded, dict):
-            raise CommandError("--params must be a JSON object")
+            raise CommandError(f"{option} must be a JSON object")
         params.update(loaded)
     for pair in pairs:
         if "=" not in pair:
@@ -161,15 +193,67 @@ def parse_params(pairs: list[str], params_arg: str | None) -> dict[str, Any]:
     return params
 
 
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+#: A table column: the key of each row, or (header, key) when the header differs.
+Column = str | tuple[str, str]
+
+
+def human(value: Any) -> str:
+    """One value as a person reads it in a table or a ``key: value`` line: no
+    Python reprs (lists joined with commas, objects as JSON), whole floats
+    without ``.0``, and every timestamp in the API's one format."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(human(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        return timestamp(value) or value
+    return str(value)
+
+
+def timestamp(text: str) -> str | None:
+    """``text`` in the API's timestamp format (UTC, milliseconds, ``Z``:
+    ``2026-01-02T03:04:05.678Z``) when it is an ISO 8601 instant; else None."""
+    from datetime import UTC, datetime
+
+    if len(text) < 20 or text[4:5] != "-" or text[10:11] != "T":
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S") + (
+        f".{at.microsecond // 1000:03d}Z" if at.microsecond else "Z"
+    )
+
+
+def duration_ms(ms: float | None) -> str:
+    """A duration in milliseconds, rounded for reading: ``0.233 ms``, ``41.2 ms``, ``3.20 s``."""
+    if ms is None:
+        return ""
+    if ms < 1000:
+        return f"{ms:.3g} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def table(rows: list[dict[str, Any]], columns: list[Column]) -> str:
+    pairs = [(c, c) if isinstance(c, str) else c for c in columns]
+    cells = [[human(r.get(key)) for _, key in pairs] for r in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, (h, _) in enumerate(pairs)]
+    lines = ["  ".join(h.upper().ljust(w) for (h, _), w in zip(pairs, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
-def emit(args: argparse.Namespace, data: Any, columns: list[str] | None = None) -> None:
+def emit(args: argparse.Namespace, data: Any, columns: list[Column] | None = None) -> None:
     if args.json or columns is None:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
@@ -179,6 +263,47 @@ def emit(args: argparse.Namespace, data: Any, columns: list[str] | None = None) 
 # -- rota jobs ---------------------------------------------------------------------
 
 
+JOB_COLUMNS: list[Column] = ["name", "kind", "target", "tags", "timeout", "enabled"]
+
+
+def _job_options(parser: argparse.ArgumentParser, *, creating: bool) -> None:
+    """The options of ``jobs create`` and ``jobs edit``; an edit sends only the
+    options given."""
+    from rota.domain.kinds import EXECUTION_POLICIES, JOB_KINDS
+
+    if creating:
+        parser.add_argument("--kind", required=True, choices=JOB_KINDS)
+    parser.add_argument(
+        "--target", required=creating, help="argv[0] (command), module:function (python)"
+    )
+    parser.add_argument(
+        "--arg",
+        action="append",
+        default=None,
+        dest="args",
+        help="default argument (repeat)" + ("; replaces them all" if not creating else ""),
+    )
+    parser.add_argument("--timeout", type=float, help="seconds")
+    parser.add_argument(
+        "--tag", action="append", default=None, dest="tags", help="routing tag (repeat)"
+    )
+    parser.add_argument("--schema", help="parameter JSON Schema: JSON text or @file")
+    parser.add_argument("--defaults", help="default params: a JSON object, text or @file")
+    parser.add_argument("--max-attempts", type=int)
+    parser.add_argument("--policy", choices=EXECUTION_POLICIES, help="execution policy")
+    parser.add_argument(
+        "--subscribe",
+        action="append",
+        default=None,
+        dest="subscribed_events",
+        metavar="EVENT",
+        help="event name that starts a run (repeat)"
+        + ("; replaces them all" if not creating else ""),
+    )
+    parser.add_argument("--description")
+    parser.add_argument("--category")
+
+
 def add_jobs(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="jobs_cmd", required=True)
     ls = sub.add_parser("list", help="list jobs")
@@ -186,40 +311,105 @@ def add_jobs(parser: argparse.ArgumentParser) -> None:
     cr = sub.add_parser("create", help="define a job")
     add_api_args(cr)
     cr.add_argument("name")
-    cr.add_argument("--kind", required=True, choices=["command", "python", "django", "pod"])
-    cr.add_argument("--target", required=True, help="argv[0] (command), module:function (python)")
-    cr.add_argument(
-        "--arg", action="append", default=[], dest="args", help="default argument (repeat)"
-    )
-    cr.add_argument("--timeout", type=float)
-    cr.add_argument("--tag", action="append", default=[], dest="tags", help="routing tag (repeat)")
-    cr.add_argument("--schema", help="parameter JSON Schema: JSON text or @file")
-    cr.add_argument("--max-attempts", type=int, default=3)
+    _job_options(cr, creating=True)
+    show = sub.add_parser("show", help="a job's whole definition")
+    add_api_args(show)
+    show.add_argument("name")
+    ed = sub.add_parser("edit", help="change a job: only the options given")
+    add_api_args(ed)
+    ed.add_argument("name")
+    _job_options(ed, creating=False)
+    ed.add_argument("--no-timeout", action="store_true", help="remove the timeout")
+    for name, text in (
+        ("enable", "let a job run again"),
+        ("disable", "stop a job from running (schedules and events skip it; history stays)"),
+        ("delete", "delete a job that has no runs (disable it to keep its history)"),
+    ):
+        op = sub.add_parser(name, help=text)
+        add_api_args(op)
+        op.add_argument("name")
+
+
+def _job_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The API body for the job options given on the command line."""
+    body: dict[str, Any] = {}
+    for option in (
+        "target",
+        "args",
+        "timeout",
+        "tags",
+        "max_attempts",
+        "description",
+        "category",
+        "subscribed_events",
+    ):
+        if getattr(args, option, None) is not None:
+            body[option] = getattr(args, option)
+    if args.policy is not None:
+        body["execution_policy"] = args.policy
+    if args.schema is not None:
+        body["params_schema"] = json_arg(args.schema, "--schema")
+    if args.defaults is not None:
+        body["default_params"] = parse_params([], args.defaults, "--defaults")
+    return body
+
+
+def show_job(job: dict[str, Any]) -> None:
+    for key in (
+        "name",
+        "kind",
+        "target",
+        "args",
+        "timeout",
+        "tags",
+        "enabled",
+        "execution_policy",
+        "max_attempts",
+        "subscribed_events",
+        "params_schema",
+        "default_params",
+        "description",
+        "category",
+        "created_at",
+        "updated_at",
+    ):
+        if job.get(key) not in (None, "", [], {}):
+            print(f"{key:>17}: {human(job[key])}")
 
 
 def handle_jobs(args: argparse.Namespace) -> int:
     api = Api(args)
-    if args.jobs_cmd == "list":
-        emit(args, api.call("GET", "/jobs"), ["name", "kind", "target", "tags", "timeout"])
+    cmd = args.jobs_cmd
+    if cmd == "list":
+        emit(args, api.call("GET", "/jobs"), JOB_COLUMNS)
         return 0
-    schema = {}
-    if args.schema:
-        text = Path(args.schema[1:]).read_text() if args.schema.startswith("@") else args.schema
-        try:
-            schema = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--schema is not valid JSON: {exc}") from None
-    body = {
-        "name": args.name,
-        "kind": args.kind,
-        "target": args.target,
-        "args": args.args,
-        "timeout": args.timeout,
-        "tags": args.tags,
-        "params_schema": schema,
-        "max_attempts": args.max_attempts,
-    }
-    emit(args, api.call("POST", "/jobs", json=body), ["name", "kind", "target", "tags"])
+    if cmd == "delete":
+        api.call("DELETE", f"/jobs/{args.name}")
+        print(f"deleted job {args.name}")
+        return 0
+    if cmd == "create":
+        job = api.call(
+            "POST", "/jobs", json={"name": args.name, "kind": args.kind, **_job_changes(args)}
+        )
+    elif cmd == "show":
+        job = api.call("GET", f"/jobs/{args.name}")
+    elif cmd == "edit":
+        changes = _job_changes(args)
+        if args.no_timeout:
+            changes["timeout"] = None
+        if not changes:
+            raise CommandError(
+                "nothing to change", hint="give the options to change, e.g. --timeout 60"
+            )
+        job = api.call("PATCH", f"/jobs/{args.name}", json=changes)
+    else:  # enable, disable
+        job = api.call("PATCH", f"/jobs/{args.name}", json={"enabled": cmd == "enable"})
+    if args.json:
+        emit(args, job)
+    elif cmd in ("create", "show", "edit"):
+        show_job(job)
+    else:
+        print(f"job {job['name']} is {'enabled' if job['enabled'] else 'disabled'}")
     return 0
 
 
@@ -240,7 +430,34 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     )
 
 
-RUN_COLUMNS = ["run_id", "job", "state", "attempt", "worker_id", "created_at", "error_summary"]
+RUN_COLUMNS: list[Column] = [
+    "run_id",
+    ("job", "job_label"),
+    "state",
+    "attempt",
+    "worker_id",
+    "created_at",
+    "error_summary",
+]
+
+
+def job_label(run: dict[str, Any]) -> str:
+    """What a run runs, for the JOB column: the job, or ``<flow> (flow)``."""
+    if run.get("job"):
+        return str(run["job"])
+    return f"{run['flow_name']} (flow)" if run.get("flow_name") else ""
+
+
+def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "job_label": job_label(r)} for r in runs]
+
+
+def emit_runs(args: argparse.Namespace, data: Any) -> None:
+    """A run or runs, as JSON or as the runs table."""
+    if args.json:
+        emit(args, data)
+    else:
+        emit(args, run_rows(data if isinstance(data, list) else [data]), RUN_COLUMNS)
 
 
 def handle_submit(args: argparse.Namespace) -> int:
@@ -275,7 +492,7 @@ def handle_submit(args: argparse.Namespace) -> int:
         run = api.call("POST", "/runs", json=body, headers=headers)
     if args.wait:
         run = follow(api, run, quiet=args.json)
-    emit(args, run, RUN_COLUMNS)
+    emit_runs(args, run)
     return 0 if not args.wait or run["state"] == "SUCCEEDED" else 1
 
 
@@ -367,7 +584,7 @@ def handle_runs(args: argparse.Namespace) -> int:
     if args.json:
         emit(args, page)
     else:
-        emit(args, page["items"], RUN_COLUMNS)
+        emit_runs(args, page["items"])
         if page.get("next_cursor"):
             print(f"\nmore: rota runs --cursor {page['next_cursor']}", file=sys.stderr)
     return 0
@@ -383,12 +600,13 @@ def handle_show(args: argparse.Namespace) -> int:
     if args.json:
         emit(args, run)
         return 0
+    # `state` only: the API's `status` is the same state in seed 003's words
+    # (COMPLETED for SUCCEEDED, ...), kept for its clients (docs/runs-api.md).
     for key in (
         "run_id",
         "job",
         "flow_name",
         "state",
-        "status",
         "attempt",
         "worker_id",
         "params",
@@ -400,7 +618,7 @@ def handle_show(args: argparse.Namespace) -> int:
         "finished_at",
     ):
         if run.get(key) not in (None, ""):
-            print(f"{key:>14}: {run.get(key)}")
+            print(f"{key:>14}: {human(run.get(key))}")
     for name, state in (run.get("tasks") or {}).items():
         print(f"{'task':>14}: {name} {state}")
     for stream in ("stdout", "stderr"):
@@ -431,7 +649,7 @@ def add_tasks(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", action="store_true", help="include each task's record")
 
 
-TASK_COLUMNS = ["task", "state", "duration_ms", "error"]
+TASK_COLUMNS: list[Column] = ["task", "state", "duration", "error"]
 
 
 def handle_tasks(args: argparse.Namespace) -> int:
@@ -447,7 +665,7 @@ def handle_tasks(args: argparse.Namespace) -> int:
         {
             "task": name,
             "state": state,
-            "duration_ms": (records.get(name) or {}).get("duration_ms"),
+            "duration": duration_ms((records.get(name) or {}).get("duration_ms")),
             "error": (records.get(name) or {}).get("error"),
         }
         for name, state in (body.get("tasks") or {}).items()
@@ -492,8 +710,19 @@ def handle_logs(args: argparse.Namespace) -> int:
 
 
 def handle_cancel(args: argparse.Namespace) -> int:
+    """Cancel a run. Exit 0 when it is cancelled or being cancelled (again is
+    fine: cancel is idempotent); exit 1, saying so, when it had finished
+    otherwise and there was nothing to cancel."""
+    from rota.domain.states import is_terminal
+
     run = Api(args).call("POST", f"/runs/{args.run_id}/cancel")
-    emit(args, run, RUN_COLUMNS)
+    emit_runs(args, run)
+    if is_terminal(run["state"]) and run["state"] != "CANCELLED":
+        print(
+            f"rota: run {run['run_id']} had already finished ({run['state']}): nothing to cancel",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

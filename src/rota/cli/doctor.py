@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rota.cli.base import setup_django
@@ -12,14 +15,45 @@ help = "check NATS, the database, the web server and the settings, and explain p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--verbose", action="store_true", help="also print what the checks logged")
 
 
-def diagnose() -> list[tuple[bool | None, str, str]]:
+class _Held(logging.Handler):
+    """Keeps log records as (level, line) instead of writing them."""
+
+    def __init__(self, lines: list[tuple[int, str]]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.levelno, self.format(record)))
+
+
+@contextmanager
+def held_logs(lines: list[tuple[int, str]]) -> Iterator[None]:
+    """While the checks run, what they log (a NATS client's reconnect warnings,
+    say) goes into ``lines``, not between the lines of the report."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [_Held(lines)]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
+def diagnose(logs: list[tuple[int, str]] | None = None) -> list[tuple[bool | None, str, str]]:
     """(ok, what, hint) for each check, in the order a person would fix them;
-    ok is None for a warning."""
-    results: list[tuple[bool | None, str, str]] = []
+    ok is None for a warning. What the checks log goes into ``logs`` (dropped
+    when None)."""
     setup_django()
+    with held_logs(logs if logs is not None else []):
+        return _checks()
+
+
+def _checks() -> list[tuple[bool | None, str, str]]:
+    results: list[tuple[bool | None, str, str]] = []
     from django.core import checks
 
     from rota.bus.server import NatsServerError, find_nats_server
@@ -162,10 +196,18 @@ async def cluster_lines(bus: Any, settings: Any) -> list[tuple[bool | None, str,
 
 def handle(args: argparse.Namespace) -> int:
     bad = 0
-    for ok, what, hint in diagnose():
+    logs: list[tuple[int, str]] = []
+    for ok, what, hint in diagnose(logs):
         print({True: "ok    ", None: "WARN  ", False: "FAIL  "}[ok] + what)
         if not ok:
             bad += ok is False
             if hint:
                 print("      → " + hint)
+    warnings = sum(1 for level, _ in logs if level >= logging.WARNING)
+    if logs and args.verbose:
+        print("\nwhat the checks logged:")
+        for _, line in logs:
+            print("  " + line)
+    elif warnings:
+        print(f"({warnings} logged warning(s) held back; `rota doctor --verbose` shows them)")
     return 1 if bad else 0

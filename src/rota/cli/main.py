@@ -111,3 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return reader_went_away()
+
+
+def reader_went_away() -> int:
+    """The reader of our output closed it (``rota runs | head``): stop quietly,
+    as ``head``'s other writers do, with status 0 (the reader got what it
+    wanted). stdout goes to /dev/null so the flush at exit cannot fail again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0

@@ -16,7 +16,10 @@ from typing import Any
 
 from rota.cli.base import CommandError, configure_logging, env_default, env_help
 
-help = "run pod tasks (MiclowStdIO processes) from a config file; show their status"
+help = (
+    "run pods (long-running processes that exchange topic messages on stdin/stdout, "
+    "the MiclowStdIO line protocol) from a config file; show their status"
+)
 topics_help = "publish to a topic (and wait for its .result); read a topic's latest message"
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from rota.cli.client import Api, add_api_args, emit, parse_params
+from rota.cli.client import Api, Column, add_api_args, emit, human, parse_params
 
 help = "list, add, preview, enable, disable or run schedules"
 
-COLUMNS = [
+COLUMNS: list[Column] = [
     "id",
     "name",
-    "task_name",
+    # seed 003 calls it task_name in the API; it is a job.
+    ("job", "task_name"),
     "cron_expression",
     "timezone",
     "enabled",
@@ -138,7 +139,7 @@ def add_events(parser: argparse.ArgumentParser) -> None:
 def handle_events(args: argparse.Namespace) -> int:
     api = Api(args)
     if args.events_cmd == "send":
-        payload = parse_params([], args.payload)
+        payload = parse_params([], args.payload, "--payload")
         out = api.call(
             "POST",
             "/events",
@@ -146,12 +147,19 @@ def handle_events(args: argparse.Namespace) -> int:
         )
         if args.json:
             print(json.dumps(out, indent=2))
+            return 0
+        if out.get("duplicate"):
+            print(
+                f"duplicate: event {out['id']} ({out['name']}) with dedupe key "
+                f"{out['dedupe_key']!r} was received at {human(out['created_at'])}; "
+                f"nothing new was created. Its {len(out['runs'])} run(s):"
+            )
         else:
             print(f"event {out['id']} ({out['name']}): {len(out['runs'])} run(s)")
-            for r in out["runs"]:
-                print(f"  {r['run_id']}  {r['job']}  {r['state']}")
-            for r in out.get("refused", []):
-                print(f"  refused by {r['job']}: {r['detail']}")
+        for r in out["runs"]:
+            print(f"  {r['run_id']}  {r['job']}  {r['state']}")
+        for r in out.get("refused", []):
+            print(f"  refused by {r['job']}: {r['detail']}")
         return 0
     items = api.call("GET", "/events", params={"name": args.name} if args.name else {})["items"]
     emit(

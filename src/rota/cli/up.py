@@ -251,9 +251,12 @@ def handle(args: argparse.Namespace) -> int:
         if not args.no_worker:
             stack.spawn("worker", cli + ["worker"], child_env)
         _wait_healthy(api_url, stack, timeout=30)
-        print(f"rota is up: {api_url}  (API docs {api_url}/docs)")
+        print(f"rota is up: {api_url}/ops/  (the ops UI: log in as admin)")
         if password:
             print(f"  admin user: admin  password: {password}  (shown once)")
+        else:
+            print("  admin user: admin  (its password was shown on the first start)")
+        print(f"  API:        {api_url}  (docs {api_url}/docs, after logging in)")
         print(f"  API token:  {token}  (also in {data_dir / 'admin.token'})")
         print(f"  NATS:       {nats_url}")
         print(f"  database:   {_without_password(env['ROTA_DATABASE_URL'])}")

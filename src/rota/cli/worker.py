@@ -55,6 +55,7 @@ def _django_configured() -> bool:
 
 
 def handle(args: argparse.Namespace) -> int:
+    _no_grpc_fork_handlers()
     pods_config = None
     if args.pods:
         from rota.pods.config import load_config
@@ -106,6 +107,26 @@ def handle(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info("starting worker %s", worker.worker_id)
     run_async(main())
     return 0
+
+
+def _no_grpc_fork_handlers() -> None:
+    """Keep gRPC from installing fork handlers in the worker.
+
+    A command job starts with fork+exec (fork, not vfork: the child sets its
+    parent-death signal before exec), and with gRPC's fork support on, every
+    such fork runs gRPC's handlers, which find the control server's threads
+    busy and print ``fork_posix.cc ... skipping fork() handlers``. The worker
+    never forks a child that goes on using gRPC (command children exec at once;
+    python children come from a forkserver started fresh), so the handlers have
+    nothing to protect. Must run before grpc is imported; jobs get the variable
+    as the worker found it (unset unless the user set it)."""
+    import sys
+
+    from rota.worker.executors.base import set_worker_only_env
+
+    if "grpc" in sys.modules:  # a host project imported it first: too late to matter
+        return
+    set_worker_only_env("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 def run_async(coro) -> None:  # type: ignore[no-untyped-def]

@@ -1,11 +1,13 @@
-"""The ops UI's third-party browser assets (Bootstrap, jQuery, DataTables, Notyf).
+"""The ops UI's third-party browser assets (Bootstrap, jQuery, DataTables, Notyf,
+and Swagger UI for ``/docs``).
 
 They come from the npm registry through ``npm install``, at set-up time, never
 from a CDN and never committed: ``ensure_assets()`` installs the exact versions
 of ``package.json`` beside this file into a cache directory and copies the
 files the pages load into ``rota/static/rota_ops/vendor/`` (gitignored). It is
 called by ``rota assets``, by ``rota up`` when the files are missing, and by
-``scripts/test``. No lockfile is written: a lockfile records registry hosts.
+``scripts/test`` and by the wheel and sdist builds (``setup.py``). No lockfile
+is written: a lockfile records registry hosts.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ FILES = {
     "datatables.net-bs5/css/dataTables.bootstrap5.min.css": "datatables/dataTables.bootstrap5.min.css",
     "notyf/notyf.min.js": "notyf/notyf.min.js",
     "notyf/notyf.min.css": "notyf/notyf.min.css",
+    # Swagger UI of /docs.
+    "swagger-ui-dist/swagger-ui-bundle.js": "swagger-ui/swagger-ui-bundle.js",
+    "swagger-ui-dist/swagger-ui.css": "swagger-ui/swagger-ui.css",
 }
 
 

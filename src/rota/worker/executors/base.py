@@ -44,10 +44,32 @@ class Outcome:
 _SECRET = re.compile(r"^ROTA_.*(TOKEN|SECRET|PASSWORD|KEY|DATABASE_URL)(_FILE)?$")
 
 
+#: Names of the variables the worker set for itself alone (comma-separated):
+#: a job gets the environment the worker was started with, not these.
+WORKER_ONLY_ENV = "ROTA_WORKER_ONLY_ENV"
+
+
+def set_worker_only_env(name: str, value: str) -> None:
+    """Set ``name`` for this process unless the user set it already, and keep it
+    out of the environment of every job and pod it starts."""
+    if name in os.environ:
+        return
+    os.environ[name] = value
+    names = [n for n in os.environ.get(WORKER_ONLY_ENV, "").split(",") if n]
+    os.environ[WORKER_ONLY_ENV] = ",".join([*names, name])
+
+
+def _hidden(env: Mapping[str, str]) -> set[str]:
+    return {WORKER_ONLY_ENV, *(n for n in env.get(WORKER_ONLY_ENV, "").split(",") if n)}
+
+
 def without_secrets(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) without rota's secrets:
-    API and NATS tokens, the secret key. What every job and pod starts from."""
-    return {k: v for k, v in (os.environ if base is None else base).items() if not _SECRET.match(k)}
+    API and NATS tokens, the secret key; and without what the worker set for
+    itself alone. What every job and pod starts from."""
+    env = os.environ if base is None else base
+    hidden = _hidden(env)
+    return {k: v for k, v in env.items() if not _SECRET.match(k) and k not in hidden}
 
 
 def job_environ(snap: RunSnapshot, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -62,7 +84,8 @@ def job_environ(snap: RunSnapshot, base: Mapping[str, str] | None = None) -> dic
 def scrub_environ() -> None:
     """Remove rota's secrets from this process's environment (a pool child,
     before it runs user code)."""
-    for key in [k for k in os.environ if _SECRET.match(k)]:
+    hidden = _hidden(os.environ)
+    for key in [k for k in os.environ if _SECRET.match(k) or k in hidden]:
         del os.environ[key]
 
 

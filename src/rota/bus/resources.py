@@ -116,7 +116,13 @@ def object_store_configs(settings: RotaSettings) -> list[ObjectStoreConfig]:
             storage=StorageType.FILE,
             replicas=settings.nats_replicas,
             description="rota archived run logs",
-        )
+        ),
+        ObjectStoreConfig(
+            bucket=subjects.WHEELS_STORE,
+            storage=StorageType.FILE,
+            replicas=settings.nats_replicas,
+            description="rota wheel registry (docs/wheels.md)",
+        ),
     ]
 
 

@@ -10,6 +10,13 @@ import zipfile
 from pathlib import Path
 
 
+#: A long description, so ``pyoco-client wheel-upload``'s strict preflight passes.
+USAGE = (
+    "Usage: call answer() from a python job, or run the console script "
+    "<name>-answer from a command job; built by the tests of rota."
+)
+
+
 def build_wheel(
     tmp: Path,
     name: str,
@@ -36,6 +43,7 @@ def build_wheel(
             name = "{name}"
             version = "{version}"
             description = "a wheel the tests built"
+            readme = {{text = "{USAGE}", content-type = "text/plain"}}
             dependencies = {deps or []!r}
 
             [project.scripts]
@@ -44,7 +52,9 @@ def build_wheel(
             [tool.setuptools]
             packages = ["{name}"]
             """
-        ).replace("'", '"')
+        )
+        .replace("'", '"')
+        .replace("{USAGE}", USAGE)
     )
     (package / "__init__.py").write_text(
         textwrap.dedent(

@@ -17,6 +17,7 @@ from rota.cli import (
     schedules,
     server,
     up,
+    wheels,
     worker,
     workers,
 )
@@ -41,6 +42,7 @@ COMMANDS = {
         add_arguments=schedules.add_events,
         handle=schedules.handle_events,
     ),
+    "wheels": wheels,
     "doctor": doctor,
     "assets": assets,
     "jobs": SimpleNamespace(

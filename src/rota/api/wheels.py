@@ -23,49 +23,33 @@ from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 
 from rota.api.schemas import ErrorOut
-from rota.audit import actor_of, record
+from rota.audit import actor_of
 from rota.conf import get_settings
 from rota.domain import wheels as domain
 from rota.errors import InvalidInput, NotFound
-from rota.runs.sqlwriter import sql_writer
-from rota.wheels.registry import WheelRegistry, event_out, info_out, record_event
+from rota.wheels.registry import (
+    WheelRegistry,
+    delete_recorded,
+    event_out,
+    info_out,
+    request_actor,
+    request_source,
+    upload_recorded,
+)
 
 router = Router(tags=["wheels"])
 
 _ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
-async def _registry() -> WheelRegistry:
+async def _js():  # type: ignore[no-untyped-def]
     from rota.api.app import get_bus
 
-    return WheelRegistry((await get_bus()).js)
+    return (await get_bus()).js
 
 
-def request_source(request: HttpRequest) -> dict[str, Any]:
-    """Where a change came from (seed 003's ``source``)."""
-    h = request.headers
-    return {
-        "remote_addr": request.META.get("REMOTE_ADDR") or None,
-        "x_forwarded_for": h.get("X-Forwarded-For") or None,
-        "x_real_ip": h.get("X-Real-IP") or None,
-        "user_agent": h.get("User-Agent") or None,
-        "host": h.get("Host") or None,
-        "scheme": request.scheme or None,
-    }
-
-
-def request_actor(request: HttpRequest) -> dict[str, Any]:
-    """Who made a change: the user, and the prefix of the token it used (the
-    prefix ApiToken keeps; never the token)."""
-    header = request.headers.get("Authorization", "")
-    raw = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    raw = raw or request.headers.get("X-API-Key", "").strip()
-    return {
-        "username": actor_of(request),
-        "api_key_id": raw[5:13] if raw.startswith("rota_") else None,
-        "tenant_id": None,
-        "via": "token" if raw else "session",
-    }
+async def _registry() -> WheelRegistry:
+    return WheelRegistry(await _js())
 
 
 def _flag(raw: str | None, *, field: str, default: bool) -> bool:
@@ -99,8 +83,8 @@ async def upload_wheel(  # type: ignore[no-untyped-def]
     the install directory: 422; larger than ``wheel_max_bytes``: 413."""
     if wheel is None:
         raise InvalidInput("upload the wheel as multipart field 'wheel'", field="wheel")
-    name = domain.parse_name(wheel.name or "")
-    wheel_tags = domain.parse_tags(tags)
+    domain.parse_name(wheel.name or "")  # before reading the body
+    domain.parse_tags(tags)
     replace_flag = _flag(replace, field="replace", default=True)
     limit = get_settings().wheel_max_bytes
     if (wheel.size or 0) > limit:
@@ -108,28 +92,15 @@ async def upload_wheel(  # type: ignore[no-untyped-def]
     data = await sync_to_async(wheel.read)(limit + 1)
     if len(data) > limit:
         return Status(413, {"detail": f"the wheel is larger than {limit} bytes (wheel_max_bytes)"})
-    sha256_hex = domain.check_contents(name, data)
-    info = await (await _registry()).upload(name, data, wheel_tags, sha256_hex)
-    out = info_out(info)
-    out["sha256_hex"], out["tags"] = sha256_hex, wheel_tags
-    await sql_writer().call(
-        lambda: record_event(
-            "upload",
-            out,
-            actor=request_actor(request),
-            source=request_source(request),
-            replace=replace_flag,
-        )
+    return await upload_recorded(
+        await _js(),
+        wheel.name or "",
+        data,
+        tags=tags,
+        replace=replace_flag,
+        actor=request_actor(request, actor_of(request)),
+        source=request_source(request),
     )
-    await record(
-        actor_of(request),
-        "wheel.upload",
-        name.filename,
-        version=str(name.version),
-        tags=wheel_tags,
-        sha256=sha256_hex,
-    )
-    return out
 
 
 @router.get("/wheels/history", response={200: list[dict[str, Any]], **_ERRORS})
@@ -178,12 +149,9 @@ async def download_wheel(request: HttpRequest, wheel_filename: str):  # type: ig
 async def delete_wheel(request: HttpRequest, wheel_filename: str):  # type: ignore[no-untyped-def]
     """Remove a wheel; workers fall back to the newest remaining version."""
     name = _stored_name(wheel_filename)
-    info = await (await _registry()).delete(name.filename)
-    out = info_out(info)
-    await sql_writer().call(
-        lambda: record_event(
-            "delete", out, actor=request_actor(request), source=request_source(request)
-        )
+    return await delete_recorded(
+        await _js(),
+        name.filename,
+        actor=request_actor(request, actor_of(request)),
+        source=request_source(request),
     )
-    await record(actor_of(request), "wheel.delete", name.filename, version=str(name.version))
-    return {"name": name.filename, "deleted": True}

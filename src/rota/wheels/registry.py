@@ -189,6 +189,91 @@ class WheelRegistry:
                 await coord.delete(key, last=revision)
 
 
+# -- the operations the API and the ops UI share ------------------------------------
+
+
+async def upload_recorded(
+    js: JetStreamContext,
+    filename: str,
+    data: bytes,
+    *,
+    tags: str | None,
+    replace: bool | None,
+    actor: dict[str, Any],
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    """Check, store, write the history event and the audit record; the stored
+    wheel as ``POST /wheels`` answers. Size limits are the caller's (the API
+    answers 413 before reading a too large body)."""
+    from rota.audit import record
+    from rota.runs.sqlwriter import sql_writer
+
+    name = domain.parse_name(filename)
+    wheel_tags = domain.parse_tags(tags)
+    sha256_hex = domain.check_contents(name, data)
+    info = await WheelRegistry(js).upload(name, data, wheel_tags, sha256_hex)
+    out = info_out(info)
+    out["sha256_hex"], out["tags"] = sha256_hex, wheel_tags
+    await sql_writer().call(
+        lambda: record_event("upload", out, actor=actor, source=source, replace=replace)
+    )
+    await record(
+        actor.get("username") or "anonymous",
+        "wheel.upload",
+        name.filename,
+        version=str(name.version),
+        tags=wheel_tags,
+        sha256=sha256_hex,
+    )
+    return out
+
+
+async def delete_recorded(
+    js: JetStreamContext, filename: str, *, actor: dict[str, Any], source: dict[str, Any]
+) -> dict[str, Any]:
+    """Delete a wheel, write the history event and the audit record."""
+    from rota.audit import record
+    from rota.runs.sqlwriter import sql_writer
+
+    name = domain.parse_name(filename)
+    out = info_out(await WheelRegistry(js).delete(name.filename))
+    await sql_writer().call(lambda: record_event("delete", out, actor=actor, source=source))
+    await record(
+        actor.get("username") or "anonymous",
+        "wheel.delete",
+        name.filename,
+        version=str(name.version),
+    )
+    return {"name": name.filename, "deleted": True}
+
+
+def request_source(request: Any) -> dict[str, Any]:
+    """Where a change came from (seed 003's ``source``)."""
+    h = request.headers
+    return {
+        "remote_addr": request.META.get("REMOTE_ADDR") or None,
+        "x_forwarded_for": h.get("X-Forwarded-For") or None,
+        "x_real_ip": h.get("X-Real-IP") or None,
+        "user_agent": h.get("User-Agent") or None,
+        "host": h.get("Host") or None,
+        "scheme": request.scheme or None,
+    }
+
+
+def request_actor(request: Any, username: str) -> dict[str, Any]:
+    """Who made a change: the user, and the prefix of the token it used (the
+    prefix ApiToken keeps; never the token)."""
+    header = request.headers.get("Authorization", "")
+    raw = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    raw = raw or request.headers.get("X-API-Key", "").strip()
+    return {
+        "username": username,
+        "api_key_id": raw[5:13] if raw.startswith("rota_") else None,
+        "tenant_id": None,
+        "via": "token" if raw else "session",
+    }
+
+
 # -- history (SQL) ---------------------------------------------------------------
 
 

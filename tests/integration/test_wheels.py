@@ -343,3 +343,58 @@ async def test_wheels_for_another_interpreter_are_skipped(operator, rota_setting
 
 async def _async(value):
     return value
+
+
+async def _ops_user(name: str, group: str):
+    from django.test import AsyncClient
+
+    user = await get_user_model().objects.acreate(username=name)
+    g, _ = await Group.objects.aget_or_create(name=group)
+    await user.groups.aadd(g)
+    client = AsyncClient()
+    await client.aforce_login(user)
+    return client
+
+
+async def test_the_ops_page_uploads_lists_and_shows_history_and_worker_sync(
+    bus, rota_settings, tmp_path
+):
+    operator = await _ops_user("ops-wheel-operator", "ops_operator")
+    viewer = await _ops_user("ops-wheel-viewer", "ops_view")
+    wheel = build_wheel(tmp_path, "opspkg", "1.0", "ops")
+    async with running_worker(
+        _settings(rota_settings, tmp_path), tags=["wops"], executors=_executors()
+    ) as w:
+        r = await operator.post(
+            "/ops/wheels/upload",
+            {"wheel": SimpleUploadedFile(wheel.name, wheel.read_bytes()), "tags": "wops"},
+        )
+        assert r.status_code == 302 and "uploaded=opspkg" in r["Location"], r.content
+        await eventually(
+            lambda: _async(w.wheels.state["selected_wheels"] == [wheel.name]), timeout=20
+        )
+        page = (await operator.get("/ops/wheels/")).content.decode()
+        assert wheel.name in page and 'data-method="DELETE"' in page
+        sync_table = page[page.index('id="ops-wheel-sync-table"') :]
+        assert w.worker_id in sync_table and "opspkg 1.0" in sync_table
+        history = page[page.index('id="ops-wheel-history-table"') :]
+        assert "ops-wheel-operator" in history and "upload" in history
+
+        # The same version again: the page says why, nothing is stored twice.
+        again = await operator.post(
+            "/ops/wheels/upload", {"wheel": SimpleUploadedFile(wheel.name, wheel.read_bytes())}
+        )
+        assert again.status_code == 409 and "current version 1.0" in again.content.decode()
+
+        # A viewer sees the page without the controls and may not upload.
+        seen = (await viewer.get("/ops/wheels/", headers={"Accept-Language": "ja"})).content
+        assert wheel.name in seen.decode() and b'data-method="DELETE"' not in seen
+        refused = await viewer.post(
+            "/ops/wheels/upload", {"wheel": SimpleUploadedFile(wheel.name, b"x")}
+        )
+        assert refused.status_code == 403
+    event = await WheelEvent.objects.aget(wheel_name=wheel.name)
+    assert event.actor["username"] == "ops-wheel-operator" and event.actor["via"] == "session"
+    assert await AdminActionLog.objects.filter(action="wheel.upload", target=wheel.name).aexists()
+    token_client = await _client("ops-wheel-cleaner", "ops_operator")
+    assert (await token_client.delete(f"/wheels/{wheel.name}")).status_code == 200

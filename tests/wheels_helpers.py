@@ -9,7 +9,6 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-
 #: A long description, so ``pyoco-client wheel-upload``'s strict preflight passes.
 USAGE = (
     "Usage: call answer() from a python job, or run the console script "
@@ -25,37 +24,38 @@ def build_wheel(
     *,
     deps: list[str] | None = None,
     body: str = "",
+    flows: bool = False,
 ) -> Path:
     """Build ``<name>-<version>-py3-none-any.whl``: a package ``<name>`` whose
     ``answer()`` returns ``answer``, with a console script ``<name>-answer``
-    that prints it, depending on ``deps``."""
+    that prints it, depending on ``deps``. With ``flows``, the package is a
+    ``rota.flows`` entry point: its module defines a Pyoco flow ``<name>_flow``
+    whose one task prints ``answer``."""
     project = tmp / f"src-{name}-{version}"
     package = project / name
     package.mkdir(parents=True)
-    (project / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [build-system]
-            requires = ["setuptools"]
-            build-backend = "setuptools.build_meta"
+    entry = f'\n[project.entry-points."rota.flows"]\n{name} = "{name}"\n' if flows else ""
+    pyproject = textwrap.dedent(
+        f"""
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
 
-            [project]
-            name = "{name}"
-            version = "{version}"
-            description = "a wheel the tests built"
-            readme = {{text = "{USAGE}", content-type = "text/plain"}}
-            dependencies = {deps or []!r}
+        [project]
+        name = "{name}"
+        version = "{version}"
+        description = "a wheel the tests built"
+        readme = {{text = "{USAGE}", content-type = "text/plain"}}
+        dependencies = {deps or []!r}
 
-            [project.scripts]
-            {name}-answer = "{name}:main"
+        [project.scripts]
+        {name}-answer = "{name}:main"
 
-            [tool.setuptools]
-            packages = ["{name}"]
-            """
-        )
-        .replace("'", '"')
-        .replace("{USAGE}", USAGE)
+        [tool.setuptools]
+        packages = ["{name}"]
+        """
     )
+    (project / "pyproject.toml").write_text(pyproject.replace("'", '"') + entry)
     (package / "__init__.py").write_text(
         textwrap.dedent(
             f"""
@@ -78,6 +78,7 @@ def build_wheel(
             """
         )
         + textwrap.dedent(body)
+        + (_FLOW.format(name=name, answer=answer) if flows else "")
     )
     out = tmp / "dist"
     out.mkdir(exist_ok=True)
@@ -100,6 +101,22 @@ def build_wheel(
         capture_output=True,
     )
     return out / f"{name}-{version}-py3-none-any.whl"
+
+
+_FLOW = """
+
+from pyoco import Flow, task
+
+
+@task
+def say():
+    print({answer!r})
+    return {answer!r}
+
+
+{name}_flow = Flow(name="{name}_flow")
+{name}_flow >> say
+"""
 
 
 def zip_bytes(entries: dict[str, str]) -> bytes:

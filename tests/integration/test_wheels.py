@@ -325,6 +325,32 @@ async def test_a_dependency_from_the_registry_installs_and_a_missing_one_keeps_t
         await operator.delete(f"/wheels/{wheel.name}")
 
 
+@pytest.mark.slow
+async def test_pyoco_flows_from_a_wheel_run_and_a_new_version_replaces_idle_children(
+    operator, rota_settings, tmp_path
+):
+    from rota.worker.executors.pyoco import PyocoExecutor
+
+    settings = _settings(rota_settings, tmp_path)
+    await JobDefinition.objects.acreate(
+        name="wheelflow", kind="pyoco", target="flowpkg_flow", tags=["wflow"]
+    )
+    v1 = build_wheel(tmp_path, "flowpkg", "1.0", "flow-v1", flows=True)
+    v2 = build_wheel(tmp_path, "flowpkg", "2.0", "flow-v2", flows=True)
+    assert (await upload(operator, v1, tags="wflow")).status_code == 200
+    executors = {"pyoco": PyocoExecutor(size=1)}
+    async with running_worker(settings, tags=["wflow"], executors=executors) as w:
+        await executors["pyoco"].start()  # a warm child, started with v1
+        first = await _run(operator, "wheelflow")
+        assert first["state"] == "SUCCEEDED" and first["stdout"] == "flow-v1\n", first
+        assert (await upload(operator, v2, tags="wflow")).status_code == 200
+        await eventually(lambda: _async(w.wheels.state["selected_wheels"] == [v2.name]), timeout=20)
+        second = await _run(operator, "wheelflow")
+        assert second["state"] == "SUCCEEDED" and second["stdout"] == "flow-v2\n", second
+    for wheel in (v1, v2):
+        await operator.delete(f"/wheels/{wheel.name}")
+
+
 async def test_wheels_for_another_interpreter_are_skipped(operator, rota_settings, tmp_path):
     settings = _settings(rota_settings, tmp_path)
     wheel = build_wheel(tmp_path, "cpkg", "1.0", "c")

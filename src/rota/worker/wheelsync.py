@@ -120,6 +120,7 @@ class WheelSync:
         self._failures = 0
         self._failed_key: tuple[tuple[str, str], ...] | None = None
         self._retry_at = 0.0
+        self._install_seconds: float | None = None
 
     # -- the loop --------------------------------------------------------------
 
@@ -171,6 +172,7 @@ class WheelSync:
         if key == self._failed_key and time.monotonic() < self._retry_at:
             return False
         before = {w["wheel_name"] for w in self._installed}
+        started = time.monotonic()
         try:
             await self._fetch(selection)
             env = await self._install(selection)
@@ -203,8 +205,11 @@ class WheelSync:
             updated=sorted(chosen - before),
             removed=sorted(before - chosen),
         )
+        self._install_seconds = round(time.monotonic() - started, 3)
+        self.state["install_seconds"] = self._install_seconds
         log.info(
-            "wheels synced: %s",
+            "wheels synced in %.1fs: %s",
+            self._install_seconds,
             ", ".join(f"{c.package} {c.version}" for c in selection.chosen.values()) or "none",
         )
         await self.on_change(env)
@@ -354,6 +359,8 @@ class WheelSync:
             ],
             "installed_wheels": self._installed[:STATE_ITEMS],
             "generation": self.environment.generation,
+            #: How long the last change took to download and install.
+            "install_seconds": self._install_seconds,
         }
 
 

@@ -25,6 +25,11 @@ from tests.wheels_helpers import build_wheel, zip_bytes
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def SLOW(test):  # type: ignore[no-untyped-def]  # noqa: N802
+    """Real workers and pip installs: tens of seconds, more on a busy machine."""
+    return pytest.mark.slow(pytest.mark.timeout(300)(test))
+
+
 class Client(Authorized):
     async def delete(self, path, **kw):
         return await self.client.delete(path, headers=self.auth, **kw)
@@ -213,6 +218,7 @@ def _executors():
     return {"command": CommandExecutor(kill_grace=0.5), "python": PythonExecutor(size=1)}
 
 
+@SLOW
 async def test_workers_sync_by_tag_and_runs_pick_up_a_new_version_without_restart(
     operator, rota_settings, tmp_path, monkeypatch
 ):
@@ -282,6 +288,7 @@ async def test_workers_sync_by_tag_and_runs_pick_up_a_new_version_without_restar
     assert not (tmp_path / "wheels" / a.worker_id).exists()  # removed at shutdown
 
 
+@SLOW
 async def test_a_dependency_from_the_registry_installs_and_a_missing_one_keeps_the_previous_set(
     operator, rota_settings, tmp_path
 ):
@@ -325,7 +332,7 @@ async def test_a_dependency_from_the_registry_installs_and_a_missing_one_keeps_t
         await operator.delete(f"/wheels/{wheel.name}")
 
 
-@pytest.mark.slow
+@SLOW
 async def test_pyoco_flows_from_a_wheel_run_and_a_new_version_replaces_idle_children(
     operator, rota_settings, tmp_path
 ):
@@ -351,6 +358,7 @@ async def test_pyoco_flows_from_a_wheel_run_and_a_new_version_replaces_idle_chil
         await operator.delete(f"/wheels/{wheel.name}")
 
 
+@SLOW
 async def test_wheels_for_another_interpreter_are_skipped(operator, rota_settings, tmp_path):
     settings = _settings(rota_settings, tmp_path)
     wheel = build_wheel(tmp_path, "cpkg", "1.0", "c")
@@ -382,6 +390,7 @@ async def _ops_user(name: str, group: str):
     return client
 
 
+@SLOW
 async def test_the_ops_page_uploads_lists_and_shows_history_and_worker_sync(
     bus, rota_settings, tmp_path
 ):

@@ -109,7 +109,8 @@ class WheelSync:
         self.on_change = on_change
         self.on_error = on_error
         self.supported = frozenset(supported if supported is not None else sys_tags())
-        self.root = settings.wheels_path / safe_token(worker_id)
+        # Absolute: runs may start in another working directory (django jobs).
+        self.root = (settings.wheels_path / safe_token(worker_id)).absolute()
         self.files = self.root / "files"
         self.envs = self.root / "envs"
         self.environment = Environment()

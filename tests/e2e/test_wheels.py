@@ -16,7 +16,7 @@ import pytest
 from tests.e2e.conftest import start_stack, stop_stack, wait_for
 from tests.wheels_helpers import build_wheel
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(400)]
 
 #: Long on purpose: a new version must arrive through the upload event, not the timer.
 SYNC_SECONDS = 20.0

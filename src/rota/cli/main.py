@@ -13,9 +13,11 @@ from rota.cli import (
     doctor,
     leader,
     migrate,
+    nats,
     pods,
     schedules,
     server,
+    tokens,
     up,
     wheels,
     worker,
@@ -29,6 +31,7 @@ COMMANDS = {
     "server": server,
     "worker": worker,
     "migrate": migrate,
+    "tokens": tokens,
     "certs": certs,
     "workers": workers,
     "leader": leader,
@@ -44,6 +47,7 @@ COMMANDS = {
     ),
     "wheels": wheels,
     "doctor": doctor,
+    "nats": nats,
     "assets": assets,
     "jobs": SimpleNamespace(
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs

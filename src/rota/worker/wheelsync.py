@@ -166,9 +166,12 @@ class WheelSync:
         selection = domain.select(await self.registry.stored(), self.tags, self.supported)
         key = selection.key()
         if key == self._installed_key:
-            if self._failed_key is not None:  # the registry went back to what we have
+            # Nothing to do. The state changes only when it was not "ok" (the
+            # registry went back to what we have), so an idle worker's registry
+            # entry stays as it is and is not rewritten.
+            if self.state["last_result"] != "ok":
                 self._failed_key, self._failures = None, 0
-            self._note_ok(attempted, selection, updated=[], removed=[])
+                self._note_ok(attempted, selection, updated=[], removed=[])
             return False
         if key == self._failed_key and time.monotonic() < self._retry_at:
             return False

@@ -459,7 +459,9 @@ class Worker:
             "completed": self.completed,
             # What this worker follows now: shows a settings change has arrived.
             "thresholds": self.thresholds.as_dict(),
-            "wheel_sync": dict(self.wheels.state) if self.wheels is not None else {"enabled": False},
+            "wheel_sync": dict(self.wheels.state)
+            if self.wheels is not None
+            else {"enabled": False},
         }
 
     async def _register(self, state: str, *, unless_unchanged: bool = False) -> None:

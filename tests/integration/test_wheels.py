@@ -256,9 +256,9 @@ async def test_workers_sync_by_tag_and_runs_pick_up_a_new_version_without_restar
 
         # A run in progress keeps its process when v2 arrives; the next one gets v2.
         slow = asyncio.create_task(_run(operator, "syncslow", seconds=3.0))
-        await eventually(lambda: _async(bool(a.active)), timeout=20)
+        await eventually(lambda: _async(bool(a.active)), timeout=90)
         assert (await upload(operator, v2, tags="wsa")).status_code == 200
-        await eventually(lambda: _async(a.wheels.state["selected_wheels"] == [v2.name]), timeout=20)
+        await eventually(lambda: _async(a.wheels.state["selected_wheels"] == [v2.name]), timeout=90)
         finished = await slow
         assert finished["state"] == "SUCCEEDED" and finished["result"] == "v1"
         assert (await _run(operator, "syncanswer"))["result"] == "v2"
@@ -281,7 +281,7 @@ async def test_workers_sync_by_tag_and_runs_pick_up_a_new_version_without_restar
 
         # Deleting v2 falls back to v1.
         assert (await operator.delete(f"/wheels/{v2.name}")).status_code == 200
-        await eventually(lambda: _async(a.wheels.state["selected_wheels"] == [v1.name]), timeout=20)
+        await eventually(lambda: _async(a.wheels.state["selected_wheels"] == [v1.name]), timeout=90)
         assert (await _run(operator, "syncanswer"))["result"] == "v1"
     for name in (v1.name, other.name):
         await operator.delete(f"/wheels/{name}")
@@ -316,7 +316,7 @@ async def test_a_dependency_from_the_registry_installs_and_a_missing_one_keeps_t
         assert (await upload(operator, app2, tags="wdep")).status_code == 200
         state = await eventually(
             lambda: _async(w.wheels.state if w.wheels.state["last_result"] == "error" else None),
-            timeout=30,
+            timeout=90,
         )
         assert "nowhere-in-registry" in state["last_error"] and state["next_retry_at"]
         assert {x["package_version"] for x in state["installed_wheels"]} == {"1.0"}
@@ -351,7 +351,7 @@ async def test_pyoco_flows_from_a_wheel_run_and_a_new_version_replaces_idle_chil
         first = await _run(operator, "wheelflow")
         assert first["state"] == "SUCCEEDED" and first["stdout"] == "flow-v1\n", first
         assert (await upload(operator, v2, tags="wflow")).status_code == 200
-        await eventually(lambda: _async(w.wheels.state["selected_wheels"] == [v2.name]), timeout=20)
+        await eventually(lambda: _async(w.wheels.state["selected_wheels"] == [v2.name]), timeout=90)
         second = await _run(operator, "wheelflow")
         assert second["state"] == "SUCCEEDED" and second["stdout"] == "flow-v2\n", second
     for wheel in (v1, v2):
@@ -406,7 +406,7 @@ async def test_the_ops_page_uploads_lists_and_shows_history_and_worker_sync(
         )
         assert r.status_code == 302 and "uploaded=opspkg" in r["Location"], r.content
         await eventually(
-            lambda: _async(w.wheels.state["selected_wheels"] == [wheel.name]), timeout=20
+            lambda: _async(w.wheels.state["selected_wheels"] == [wheel.name]), timeout=90
         )
         page = (await operator.get("/ops/wheels/")).content.decode()
         assert wheel.name in page and 'data-method="DELETE"' in page

@@ -78,6 +78,20 @@ class RotaSettings:
     #: After a cancel, how long a flow gets to stop through ``Engine.cancel``
     #: before its process is killed.
     pyoco_cancel_grace_seconds: float = 5.0
+    #: Largest wheel the registry accepts (bytes); a larger upload is a 413.
+    wheel_max_bytes: int = 100 * 1024 * 1024
+    #: How often a worker checks the wheel registry (it also syncs at once when
+    #: a wheel is uploaded or deleted); the first retry after a failed install.
+    wheel_sync_seconds: float = 10.0
+    #: Where workers keep their synced wheels and environments (default:
+    #: ``<data_dir>/wheels``); each worker uses a directory of its own below it.
+    wheels_dir: Path | None = None
+    #: How long one ``pip install`` of a worker's wheel set may take.
+    wheel_install_timeout_seconds: float = 300.0
+
+    @property
+    def wheels_path(self) -> Path:
+        return self.wheels_dir or self.data_dir / "wheels"
 
     @property
     def nats_servers(self) -> list[str]:

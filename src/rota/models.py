@@ -320,6 +320,38 @@ class AdminActionLog(models.Model):
         ]
 
 
+class WheelEvent(models.Model):
+    """The wheel registry's history (seed 003 F-21): every upload and delete,
+    with where it came from and who did it."""
+
+    class Action(models.TextChoices):
+        UPLOAD = "upload"
+        DELETE = "delete"
+
+    id = models.CharField(primary_key=True, max_length=26)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    action = models.CharField(max_length=10, choices=Action.choices)
+    wheel_name = models.CharField(max_length=300)
+    package = models.CharField(max_length=200)
+    version = models.CharField(max_length=100)
+    tags = models.JSONField(default=list, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    sha256_hex = models.CharField(max_length=64, blank=True)
+    #: The upload's ``replace`` form field (None for a delete).
+    replace = models.BooleanField(null=True, blank=True)
+    #: Who: ``{"username", "api_key_id" (the token's prefix, or None), "via"}``.
+    actor = models.JSONField(default=dict, blank=True)
+    #: Where from: client address, X-Forwarded-For, X-Real-IP, User-Agent, host, scheme.
+    source = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["-occurred_at"], name="rota_wheel_event_at"),
+            models.Index(fields=["wheel_name", "-occurred_at"], name="rota_wheel_event_name"),
+        ]
+
+
 def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 

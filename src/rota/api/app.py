@@ -82,6 +82,7 @@ def _routers() -> None:
     from rota.api.schedules import router as schedules_router
     from rota.api.settings import router as settings_router
     from rota.api.streams import router as streams_router
+    from rota.api.wheels import router as wheels_router
     from rota.api.workers import router as workers_router
 
     api.add_router("", workers_router)
@@ -90,6 +91,7 @@ def _routers() -> None:
     api.add_router("", schedules_router)
     api.add_router("", flows_router)
     api.add_router("", streams_router)
+    api.add_router("", wheels_router)
     from rota.api.metrics import router as metrics_router
 
     api.add_router("", metrics_router)

@@ -139,7 +139,13 @@ def object_store_configs(settings: RotaSettings, replicas: int = 1) -> list[Obje
             storage=StorageType.FILE,
             replicas=replicas,
             description="rota archived run logs",
-        )
+        ),
+        ObjectStoreConfig(
+            bucket=subjects.WHEELS_STORE,
+            storage=StorageType.FILE,
+            replicas=settings.nats_replicas,
+            description="rota wheel registry (docs/wheels.md)",
+        ),
     ]
 
 

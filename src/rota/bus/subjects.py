@@ -23,9 +23,15 @@ KV buckets
                   ``clock`` (a write whose timestamp is the server's now),
                   ``metrics.histograms`` (run timing histograms: the leader's
                   projector saves them, a new leader continues from them, and
-                  ``/metrics`` reads them).
+                  ``/metrics`` reads them), ``wheels.lock.<package>`` (held while
+                  an upload or delete of that package checks and changes the
+                  registry; created by compare-and-set, taken over when stale).
 Object stores
   rota_logs       archived run logs (``<run_id>/<attempt>/<stream>``).
+  rota_wheels     the wheel registry: ``<wheel file name>`` → the wheel, with
+                  headers ``sha256`` and ``x-pyoco-wheel-tags`` (comma-separated).
+                  Workers subscribe to its meta subjects ``$O.rota_wheels.M.>``
+                  to sync as soon as a wheel is uploaded or deleted.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ RUNS_BUCKET = "rota_runs"
 WORKERS_BUCKET = "rota_workers"
 HEARTBEATS_BUCKET = "rota_heartbeats"
 LOGS_STORE = "rota_logs"
+WHEELS_STORE = "rota_wheels"
 LEASES_BUCKET = "rota_leases"
 COORD_BUCKET = "rota_coordination"
 
@@ -100,6 +107,15 @@ def detached_key(worker_id: str) -> str:
 
 def hidden_key(worker_id: str) -> str:
     return f"hidden.{safe_token(worker_id)}"
+
+
+def wheel_lock_key(package: str) -> str:
+    return f"wheels.lock.{safe_token(package)}"
+
+
+def wheels_meta_subject() -> str:
+    """Every change of the wheel registry (the object store's meta messages)."""
+    return f"$O.{WHEELS_STORE}.M.>"
 
 
 def run_key(run_id: str) -> str:

@@ -19,6 +19,7 @@ from rota.cli import (
     server,
     tokens,
     up,
+    wheels,
     worker,
     workers,
 )
@@ -44,6 +45,7 @@ COMMANDS = {
         add_arguments=schedules.add_events,
         handle=schedules.handle_events,
     ),
+    "wheels": wheels,
     "doctor": doctor,
     "nats": nats,
     "assets": assets,

@@ -58,7 +58,21 @@ WORKER_COLUMNS = [
     "tags",
     "leader",
     "grpc_endpoint",
+    "wheels",
 ]
+
+
+def wheels_summary(worker: dict[str, Any]) -> str:
+    """The synced wheels of a worker in a few words (``rota workers``' column)."""
+    sync = worker.get("wheel_sync") or {}
+    if not sync.get("enabled"):
+        return ""
+    text = ", ".join(
+        f"{w['package_name']} {w['package_version']}" for w in sync.get("installed_wheels") or []
+    )
+    if sync.get("last_result") == "error":
+        text = f"{text} (sync error)" if text else "sync error"
+    return text
 
 
 def _api_command(args: argparse.Namespace) -> int:
@@ -71,7 +85,10 @@ def _api_command(args: argparse.Namespace) -> int:
             "scope": "all" if args.all else "active",
             "include_hidden": str(args.include_hidden).lower(),
         }
-        emit(args, api.call("GET", "/workers", params=params)["items"], WORKER_COLUMNS)
+        items = api.call("GET", "/workers", params=params)["items"]
+        if not args.json:
+            items = [{**w, "wheels": wheels_summary(w)} for w in items]
+        emit(args, items, WORKER_COLUMNS)
     elif cmd in ("hide", "show"):
         emit(
             args,

@@ -22,6 +22,7 @@ NAV = (
     ("rota-ops:nats", gettext_lazy("NATS"), "nats"),
     ("rota-ops:events", gettext_lazy("Events"), "events"),
     ("rota-ops:dlq", gettext_lazy("DLQ"), "dlq"),
+    ("rota-ops:wheels", gettext_lazy("Wheels"), "wheels"),
     ("rota-ops:settings", gettext_lazy("Settings"), "settings"),
     ("rota-ops:audit", gettext_lazy("Audit log"), "audit"),
 )

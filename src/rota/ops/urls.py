@@ -7,7 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.i18n import set_language
 
-from rota.ops import nats, pages, runs, workers
+from rota.ops import nats, pages, runs, wheels, workers
 
 app_name = "rota-ops"
 
@@ -41,4 +41,6 @@ urlpatterns = [
     path("audit/", pages.audit_page, name="audit"),
     path("events/", pages.events_page, name="events"),
     path("dlq/", pages.dlq_page, name="dlq"),
+    path("wheels/", wheels.wheels_page, name="wheels"),
+    path("wheels/upload", wheels.wheel_upload, name="wheel-upload"),
 ]

@@ -135,6 +135,8 @@ class Worker:
         #: The registry entry last written, and when (monotonic).
         self._registered: dict[str, Any] | None = None
         self._registered_at = 0.0
+        #: The sync of the wheel registry (workers with the execute role).
+        self.wheels: Any = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -169,6 +171,8 @@ class Worker:
         self.coord_kv = await through_outage(bucket, subjects.COORD_BUCKET)
         if self._control_enabled:
             await self._start_control()
+        if "execute" in self.roles:
+            await self._start_wheel_sync()
         await self._beat()
         await self._register(WorkerState.IDLE)
         await self._start_pulling()
@@ -199,6 +203,38 @@ class Worker:
             subjects.pinned_subject(self.worker_id), f"pin_{subjects.safe_token(self.worker_id)}"
         )
         self._pull_tasks.append(asyncio.create_task(self._pull_loop(pinned, share=0)))
+
+    async def _start_wheel_sync(self) -> None:
+        """Install the registry's wheels for our tags before taking runs, then
+        keep following it (rota.worker.wheelsync)."""
+        from rota.worker.wheelsync import WheelSync
+
+        assert self.bus is not None
+        self.wheels = WheelSync(
+            self.bus.js,
+            self.settings,
+            worker_id=self.worker_id,
+            tags=self.tags,
+            on_change=self._use_wheels,
+            on_error=self._show_wheel_state,
+        )
+        try:
+            await self.wheels.step()
+        except Exception:
+            log.exception("first wheel sync failed; runs start without the registry's wheels")
+        self._spawn(self.wheels.run(self.bus.nc, self.stopped))
+
+    async def _use_wheels(self, env: Any) -> None:
+        """A new wheel set is installed: runs from now on use it."""
+        for executor in self.executors.values():
+            use = getattr(executor, "use_environment", None)
+            if use is not None:
+                use(env)
+        await self._show_wheel_state()
+
+    async def _show_wheel_state(self) -> None:
+        if self.workers_kv is not None and not self._shutdown_started:
+            await self._register(self._state())
 
     def _start_campaign(self) -> None:
         from rota.coordination.election import Campaign
@@ -316,6 +352,8 @@ class Worker:
                 await ex.close()
         with contextlib.suppress(Exception):
             await self._register("STOPPED_GRACEFUL")
+        if self.wheels is not None:
+            self.wheels.remove()
         if self.bus is not None:
             with contextlib.suppress(Exception):
                 await self.bus.close()
@@ -421,6 +459,9 @@ class Worker:
             "completed": self.completed,
             # What this worker follows now: shows a settings change has arrived.
             "thresholds": self.thresholds.as_dict(),
+            "wheel_sync": dict(self.wheels.state)
+            if self.wheels is not None
+            else {"enabled": False},
         }
 
     async def _register(self, state: str, *, unless_unchanged: bool = False) -> None:

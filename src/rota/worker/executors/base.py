@@ -12,6 +12,10 @@ implementations:
 - when the run's ``timeout`` passes, ``run`` must stop the work and return
   TIMED_OUT; nothing it started may outlive it.
 - ``close`` releases pooled resources; it must be idempotent.
+- an executor may have ``use_environment(env: Environment)``: the worker calls
+  it after each change of its synced wheels (docs/wheels.md). Runs that start
+  afterwards must see the new code; a run in progress must not be disturbed
+  (pooled processes are replaced between runs, never during one).
 - an executor that sees its process's output as it comes passes it on to
   ``rota.runs.logs.live_output.get()`` (set by the worker around ``run``; None
   outside a worker) for the live tail; the outcome still carries the tails.
@@ -24,6 +28,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from rota.domain.snapshot import RunSnapshot
@@ -38,6 +43,36 @@ class Outcome:
     error_summary: str = ""
     stdout: str = ""
     stderr: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """The wheels a worker synced: the directory ``pip install --target`` put
+    them in (None: no wheels), and a generation that grows with every change."""
+
+    root: Path | None = None
+    generation: int = 0
+
+    def sys_path(self) -> list[str]:
+        """Entries to put first on a Python process's ``sys.path``."""
+        return [str(self.root)] if self.root is not None else []
+
+    def apply(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` with the wheels' scripts first on PATH and their packages
+        first on PYTHONPATH."""
+        if self.root is not None:
+            env["PATH"] = os.pathsep.join(
+                p for p in (str(self.root / "bin"), env.get("PATH", os.defpath)) if p
+            )
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(self.root), env.get("PYTHONPATH", "")) if p
+            )
+        return env
+
+    def child_environ(self) -> dict[str, str]:
+        """What a pooled child adds to the environment it inherited."""
+        base = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
+        return self.apply(base) if self.root is not None else {}
 
 
 #: Variables a job never sees: the worker's own credentials.

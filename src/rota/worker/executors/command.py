@@ -22,7 +22,7 @@ import orjson
 from rota.domain.snapshot import OUTPUT_TAIL_BYTES, RunSnapshot, tail
 from rota.domain.states import RunState
 from rota.runs.logs import LiveOutput, live_output
-from rota.worker.executors.base import Outcome, job_environ
+from rota.worker.executors.base import Environment, Outcome, job_environ
 
 #: Longest error_summary an outcome carries.
 SUMMARY_LIMIT = 500
@@ -104,6 +104,12 @@ class CommandExecutor:
         self.output_limit = output_limit
         # Process groups of runs in flight, so close() can stop them.
         self._groups: set[int] = set()
+        #: The worker's synced wheels: their bin/ first on PATH, the packages
+        #: first on PYTHONPATH, for runs started from now on.
+        self.environment = Environment()
+
+    def use_environment(self, env: Environment) -> None:
+        self.environment = env
 
     def argv(self, snap: RunSnapshot) -> list[str]:
         """What to execute for ``snap`` (subclasses run other programs the same way)."""
@@ -116,7 +122,7 @@ class CommandExecutor:
         if cancel.is_set():
             return Outcome(RunState.CANCELLED, error_summary="cancelled before start")
         argv = self.argv(snap)
-        env = job_environ(snap)
+        env = self.environment.apply(job_environ(snap))
         loop = asyncio.get_running_loop()
         capture = _Capture(loop, self.output_limit, live_output.get())
         try:

@@ -49,7 +49,7 @@ import orjson
 from rota.domain.snapshot import RunSnapshot, tail
 from rota.domain.states import RunState
 from rota.domain.taskrecords import TASK_RECORDS_LIMIT, first_failure, fit_records
-from rota.worker.executors.base import Outcome, scrub_environ
+from rota.worker.executors.base import Environment, Outcome, scrub_environ
 from rota.worker.executors.command import format_summary
 from rota.worker.executors.python import (
     _CONTEXT,
@@ -80,11 +80,17 @@ _UNFINISHED = ("PENDING", "RUNNING")
 
 
 def _child_main(
-    conn: Connection, sys_path: list[str], cwd: str, interval: float, limit: int
+    conn: Connection,
+    sys_path: list[str],
+    cwd: str,
+    interval: float,
+    limit: int,
+    environ: dict[str, str] | None = None,
 ) -> None:
     os.setsid()  # own process group: one killpg ends the flow and what it started
     _die_with_parent()
     scrub_environ()
+    os.environ.update(environ or {})  # the synced wheels' PATH and PYTHONPATH
     sys.path[:] = sys_path if cwd in sys_path else [*sys_path, cwd]
     conn.send_bytes(_READY)
     request: dict[str, Any] | None = None
@@ -273,6 +279,8 @@ class _FlowChild:
         self.conn = conn
         self.loop = loop
         self.alive = True
+        #: The generation of the synced wheels the child started with.
+        self.generation = 0
         #: Decoded frames; None once the pipe closed (the child died).
         self.frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         loop.add_reader(conn.fileno(), self._readable)
@@ -373,6 +381,15 @@ class PyocoExecutor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._atexit_registered = False
+        self.environment = Environment()
+
+    def use_environment(self, env: Environment) -> None:
+        """Flows from now on see ``env``'s code: idle children are retired at
+        once (new ones start on demand), busy ones when their flow ends."""
+        self.environment = env
+        idle, self._idle = list(self._idle), collections.deque()
+        for child in idle:
+            self._track(self._retire(child))
 
     def bind_progress(self, report: ProgressReporter) -> None:
         """Where task progress goes (the worker writes it to the run's snapshot)."""
@@ -533,7 +550,8 @@ class PyocoExecutor:
         return await self._spawn()
 
     def _release(self, child: _FlowChild) -> None:
-        if self._closed or len(self._idle) >= self.size:
+        stale = child.generation != self.environment.generation
+        if self._closed or stale or len(self._idle) >= self.size:
             self._track(self._retire(child))
         else:
             self._idle.append(child)
@@ -551,14 +569,16 @@ class PyocoExecutor:
     async def _spawn(self) -> _FlowChild:
         loop = asyncio.get_running_loop()
         parent_conn, child_conn = _CONTEXT.Pipe(duplex=True)
+        env = self.environment
         proc = _CONTEXT.Process(
             target=_child_main,
             args=(
                 child_conn,
-                list(sys.path),
+                [*env.sys_path(), *sys.path],
                 os.getcwd(),
                 self.progress_interval,
                 self.records_limit,
+                env.child_environ(),
             ),
             name="rota-pyoco-executor",
         )
@@ -580,6 +600,7 @@ class PyocoExecutor:
             parent_conn.close()
             raise
         child = _FlowChild(proc, parent_conn, loop)
+        child.generation = env.generation
         self._children.add(child)
         return child
 

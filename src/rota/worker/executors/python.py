@@ -55,7 +55,7 @@ import orjson
 from rota.domain.snapshot import RunSnapshot, tail
 from rota.domain.states import RunState
 from rota.runs.logs import live_output
-from rota.worker.executors.base import Outcome, scrub_environ
+from rota.worker.executors.base import Environment, Outcome, scrub_environ
 from rota.worker.executors.command import format_summary, signal_name
 
 log = logging.getLogger(__name__)
@@ -85,13 +85,16 @@ _PR_SET_PDEATHSIG = 1
 # --------------------------------------------------------------------------
 
 
-def _child_main(conn: Connection, sys_path: list[str], cwd: str) -> None:
+def _child_main(
+    conn: Connection, sys_path: list[str], cwd: str, environ: dict[str, str] | None = None
+) -> None:
     """Entry point of a child: serve calls until the parent closes the pipe."""
     # Own session and process group: the parent kills the child and everything
     # the user's code started with one killpg.
     os.setsid()
     _die_with_parent()
     scrub_environ()  # user code must not see the worker's tokens
+    os.environ.update(environ or {})  # the synced wheels' PATH and PYTHONPATH
     sys.path[:] = sys_path if cwd in sys_path else [*sys_path, cwd]
     conn.send_bytes(_READY)
     functions: dict[str, Callable[..., Any]] = {}
@@ -351,7 +354,17 @@ def _kill_group(pid: int) -> None:
 class _Child:
     """A child process and the parent's end of its pipe."""
 
-    __slots__ = ("proc", "pid", "conn", "loop", "alive", "pending", "on_output", "_on_idle_death")
+    __slots__ = (
+        "proc",
+        "pid",
+        "conn",
+        "loop",
+        "alive",
+        "pending",
+        "on_output",
+        "generation",
+        "_on_idle_death",
+    )
 
     def __init__(
         self,
@@ -368,6 +381,8 @@ class _Child:
         self.pending: asyncio.Future[tuple[str, bytes | None]] | None = None
         #: Where the output frames of the call in flight go (the run's live output).
         self.on_output: Callable[[str, bytes], None] | None = None
+        #: The generation of the synced wheels the child started with.
+        self.generation = 0
         self._on_idle_death = on_idle_death
         loop.add_reader(conn.fileno(), self._readable)
 
@@ -471,8 +486,17 @@ class PythonExecutor:
         self._closed = False
         self._start_lock = asyncio.Lock()
         self._atexit_registered = False
+        self.environment = Environment()
 
     # -- public API ---------------------------------------------------------
+
+    def use_environment(self, env: Environment) -> None:
+        """Runs from now on see ``env``'s code: idle children are replaced at
+        once, busy ones when their run ends (never mid-run)."""
+        self.environment = env
+        idle, self._idle = list(self._idle), collections.deque()
+        for child in idle:
+            self._replace(child)
 
     async def start(self) -> None:
         """Start the pool's children now rather than on the first run."""
@@ -627,6 +651,9 @@ class PythonExecutor:
         if self._closed:
             self._track(self._retire(child))
             return
+        if child.generation != self.environment.generation:
+            self._replace(child)  # it started before the wheels changed
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -637,9 +664,15 @@ class PythonExecutor:
     async def _spawn(self) -> _Child:
         loop = asyncio.get_running_loop()
         parent_conn, child_conn = _CONTEXT.Pipe(duplex=True)
+        env = self.environment
         proc = _CONTEXT.Process(
             target=_child_main,
-            args=(child_conn, list(sys.path), os.getcwd()),
+            args=(
+                child_conn,
+                [*env.sys_path(), *sys.path],
+                os.getcwd(),
+                env.child_environ(),
+            ),
             name="rota-python-executor",
         )
         try:
@@ -669,6 +702,7 @@ class PythonExecutor:
         finally:
             self._spawned.discard(proc)
         child = _Child(proc, parent_conn, loop, self._on_idle_death)
+        child.generation = env.generation
         self._children.add(child)
         return child
 

@@ -1,6 +1,13 @@
-"""Trying again through a NATS outage, and only through one."""
+"""Trying again through a NATS outage, and only through one.
+
+Plain tests that run each coroutine on a loop of their own in another thread:
+the unit tests run after the browser tests, whose Playwright keeps a loop
+running in the main thread."""
 
 from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import nats.errors
 import nats.js.errors
@@ -9,7 +16,12 @@ import pytest
 from rota.bus.retry import through_outage
 
 
-async def test_transient_errors_are_tried_again_until_the_call_succeeds():
+def run(coro):
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def test_transient_errors_are_tried_again_until_the_call_succeeds():
     calls = []
 
     async def flaky(x, *, y):
@@ -18,11 +30,11 @@ async def test_transient_errors_are_tried_again_until_the_call_succeeds():
             raise (nats.errors.NoRespondersError if len(calls) == 1 else nats.errors.TimeoutError)()
         return x + y
 
-    assert await through_outage(flaky, 1, y=2) == 3
+    assert run(through_outage(flaky, 1, y=2)) == 3
     assert calls == [(1, 2)] * 3
 
 
-async def test_answers_are_not_retried():
+def test_answers_are_not_retried():
     calls = 0
 
     async def lost_cas():
@@ -31,11 +43,11 @@ async def test_answers_are_not_retried():
         raise nats.js.errors.KeyWrongLastSequenceError()
 
     with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
-        await through_outage(lost_cas)
+        run(through_outage(lost_cas))
     assert calls == 1
 
 
-async def test_an_outage_longer_than_the_deadline_is_raised():
+def test_an_outage_longer_than_the_deadline_is_raised():
     calls = 0
 
     async def down():
@@ -44,5 +56,5 @@ async def test_an_outage_longer_than_the_deadline_is_raised():
         raise nats.js.errors.NoStreamResponseError()
 
     with pytest.raises(nats.js.errors.NoStreamResponseError):
-        await through_outage(down, deadline=0.3)
+        run(through_outage(down, deadline=0.3))
     assert 2 <= calls <= 6

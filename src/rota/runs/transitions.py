@@ -66,10 +66,14 @@ class RunStore:
 
     # -- worker side -------------------------------------------------------------
 
-    async def claim(self, seen: Versioned, worker_id: str) -> Versioned | None:
+    async def claim(
+        self, seen: Versioned, worker_id: str, *, hold: bool = False
+    ) -> Versioned | None:
         """PENDING/ORPHANED → RUNNING, owned by ``worker_id`` with attempt + 1;
         → ASSIGNED instead for a run dispatched ahead of its ``scheduled_for``
-        (assign-ahead), which :meth:`start` moves to RUNNING at that time.
+        (assign-ahead), which :meth:`start` moves to RUNNING at that time, and
+        for a run handed on (``hold``: a Celery task, RUNNING when Celery says
+        it started).
 
         Returns None when the run is not claimable (already claimed, cancelled,
         terminal): the caller drops the message.
@@ -82,7 +86,7 @@ class RunStore:
                 return None  # a newer attempt was dispatched; that message will claim it
             now = time.time()
             attempt = current.snap.attempt + 1
-            ahead = (current.snap.scheduled_for or 0.0) > now
+            ahead = hold or (current.snap.scheduled_for or 0.0) > now
             new = advance(
                 current.snap,
                 RunState.ASSIGNED if ahead else RunState.RUNNING,
@@ -178,6 +182,43 @@ class RunStore:
                 tasks=tasks,
                 task_records=task_records,
                 task_records_truncated=truncated,
+            )
+
+        return await self._update_owned(mine, build, contended_is_ours=True)
+
+    async def note_celery(
+        self,
+        mine: Versioned,
+        *,
+        celery_state: str,
+        task_id: str = "",
+        sent_at: float | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Versioned | None:
+        """Record what Celery said of a run this worker follows: the task id
+        and send time once, and each new task state, with an event (``CELERY_``
+        and the state) that SQL keeps. The run's own state does not change
+        here (:meth:`start` and :meth:`finish` do that). Returns the current
+        version, or None if the run is no longer ours."""
+
+        def build(s: RunSnapshot) -> RunSnapshot | None:
+            if s.celery_state == celery_state and (not task_id or s.celery_task_id == task_id):
+                return None
+            now = time.time()
+            return advance(
+                s,
+                s.state,
+                now=now,
+                celery_task_id=task_id or s.celery_task_id,
+                celery_sent_at=sent_at if sent_at is not None else s.celery_sent_at,
+                celery_state=celery_state,
+                events=with_event(
+                    s,
+                    f"CELERY_{celery_state}",
+                    at=now,
+                    task_id=task_id or s.celery_task_id,
+                    **(detail or {}),
+                ),
             )
 
         return await self._update_owned(mine, build, contended_is_ours=True)

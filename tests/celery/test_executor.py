@@ -1,0 +1,216 @@
+"""The ``celery`` executor against a real Celery 5 worker (prefork) on a real
+Redis broker and result backend, with a real nats-server and rota worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rota.domain.states import RunState
+from rota.models import JobDefinition, JobRun, Schedule
+from rota.runs.service import RunRequest, RunService
+from rota.worker.executors.celery import CeleryExecutor
+from tests.conftest import eventually, running_worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FINAL = {RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED}
+
+
+@pytest.fixture
+async def worker(rota_settings, celery_app, celery_worker):
+    executor = CeleryExecutor(celery_app, poll_seconds=0.1, start_timeout=60, revoke_grace=5)
+    async with running_worker(
+        rota_settings, tags=["celery-t"], executors={"celery": executor}, capacity=4
+    ) as w:
+        yield w
+
+
+async def _job(name: str, target: str, **kw) -> JobDefinition:
+    return await JobDefinition.objects.acreate(
+        name=name, kind="celery", target=target, tags=["celery-t"], **kw
+    )
+
+
+async def _final(run_id: str, timeout: float = 30) -> JobRun:
+    async def done():
+        row = await JobRun.objects.aget(id=run_id)
+        return row if row.state in FINAL else None
+
+    return await eventually(done, timeout=timeout)  # type: ignore[return-value]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_success_records_the_return_value_and_the_task_id(bus, worker):
+    job = await _job("c-add", "rt.add")
+    run, _ = await RunService(bus).submit(RunRequest(job=job, params={"a": 2, "b": 3}))
+    row = await _final(run.id)
+    assert row.state == RunState.SUCCEEDED, row.error_summary
+    assert row.result == 5
+    assert row.started_at is not None
+    sent = [e for e in row.events if e["event"] == "CELERY_PENDING"]
+    assert sent and sent[0]["task_id"] == run.id  # the task id is the run id
+    assert worker.load == 0
+
+
+async def test_a_raising_task_fails_with_its_traceback(bus, worker):
+    job = await _job("c-boom", "rt.boom")
+    run, _ = await RunService(bus).submit(RunRequest(job=job, params={"message": "disk full"}))
+    row = await _final(run.id)
+    assert row.state == RunState.FAILED
+    assert row.error_summary == "ValueError: disk full"
+    snap = await worker.store.get(run.id)
+    assert "Traceback" in snap.snap.stderr and "raise ValueError(message)" in snap.snap.stderr
+
+
+async def test_retries_are_shown_and_the_run_ends_with_the_last_try(bus, worker, tmp_path):
+    job = await _job("c-flaky", "rt.flaky")
+    marker = str(tmp_path / "count")
+    run, _ = await RunService(bus).submit(RunRequest(job=job, params={"marker": marker}))
+    row = await _final(run.id)
+    assert row.state == RunState.SUCCEEDED
+    assert row.result == "ok after 3"
+    retries = [e for e in row.events if e["event"] == "CELERY_RETRY"]
+    assert retries and "failed" in retries[0]["exception"]
+
+
+async def test_cancel_revokes_and_the_celery_worker_stops_the_task(bus, worker, tmp_path):
+    job = await _job("c-long", "rt.sleep")
+    marker = str(tmp_path / "pid")
+    run, _ = await RunService(bus).submit(
+        RunRequest(job=job, params={"seconds": 60, "marker": marker})
+    )
+
+    async def running():
+        v = await worker.store.get(run.id)
+        return v and v.snap.state == RunState.RUNNING and os.path.exists(marker)
+
+    await eventually(running, timeout=30)
+    pid = int(open(marker).read())
+    assert _alive(pid)
+    assert worker.load == 0  # the waiting run holds no slot
+    ok, _ = await worker.cancel_run(run.id)
+    assert ok
+    row = await _final(run.id)
+    assert row.state == RunState.CANCELLED
+    assert "cancelled" in row.error_summary
+    # The task was terminated in the Celery worker: its pool process is gone
+    # (prefork replaces it), and it never reached its end.
+    await eventually(lambda: asyncio.sleep(0, not _alive(pid)), timeout=10)
+    assert not os.path.exists(marker + ".done")
+
+
+async def test_timeout_revokes_and_ends_timed_out(bus, worker, tmp_path):
+    job = await _job("c-slow", "rt.sleep", timeout_seconds=2)
+    marker = str(tmp_path / "pid")
+    run, _ = await RunService(bus).submit(
+        RunRequest(job=job, params={"seconds": 60, "marker": marker})
+    )
+    row = await _final(run.id)
+    assert row.state == RunState.TIMED_OUT
+    assert "timed out after 2s" in row.error_summary
+    await eventually(lambda: asyncio.sleep(0, os.path.exists(marker)), timeout=5)
+    await eventually(lambda: asyncio.sleep(0, not _alive(int(open(marker).read()))), timeout=10)
+    assert not os.path.exists(marker + ".done")
+
+
+async def test_a_task_that_never_reports_fails_after_its_start_timeout(bus, worker):
+    # No Celery worker consumes this queue: the task stays PENDING forever.
+    job = await _job("c-lost", "rt.add", args=["queue=nobody-listens", "start_timeout=2"])
+    started = time.monotonic()
+    run, _ = await RunService(bus).submit(RunRequest(job=job, params={"a": 1, "b": 1}))
+    row = await _final(run.id, timeout=40)
+    assert row.state == RunState.FAILED
+    assert "reported nothing for 2s" in row.error_summary
+    assert "revoked" in row.error_summary
+    assert row.started_at is None  # it never started
+    assert time.monotonic() - started >= 2
+
+
+async def test_bad_options_fail_the_run_with_a_message(bus, worker):
+    job = await _job("c-badopt", "rt.add", args=["colour=blue"])
+    run, _ = await RunService(bus).submit(RunRequest(job=job, params={"a": 1, "b": 1}))
+    row = await _final(run.id)
+    assert row.state == RunState.FAILED
+    assert "colour=blue" in row.error_summary
+
+
+async def test_skip_policy_skips_a_tick_while_the_celery_task_runs(bus, worker, tmp_path):
+    """The scheduler's policy, keyed on (job, params), sees the celery run as
+    active while Celery runs it: the next tick is SKIPPED."""
+    from rota.domain.workers import Thresholds
+    from rota.leader.scheduler import Scheduler
+
+    job = await _job("c-skip", "rt.sleep")
+    marker = str(tmp_path / "pid")
+    params = {"seconds": 60, "marker": marker}
+    # Yearly, a day ago: the real leader's scheduler never fires it during the
+    # test; this scheduler's clock starts just before that tick.
+    t1 = (datetime.now(UTC) - timedelta(days=1)).replace(second=0, microsecond=0)
+    sched = await Schedule.objects.acreate(
+        job=job,
+        cron=f"{t1.minute} {t1.hour} {t1.day} {t1.month} *",
+        params=params,
+        execution_policy="skip",
+    )
+    # As if made before that tick (a new schedule starts at its creation).
+    await Schedule.objects.filter(id=sched.id).aupdate(created_at=t1 - timedelta(hours=1))
+    clock = [t1 - timedelta(minutes=1)]
+    scheduler = Scheduler(bus, epoch=1, thresholds=Thresholds, clock=lambda: clock[0])
+    await scheduler.reload()
+    clock[0] = t1 + timedelta(seconds=1)
+    assert await scheduler.step()
+    first = await JobRun.objects.aget(schedule_id=sched.id)
+
+    async def active():
+        row = await JobRun.objects.aget(id=first.id)
+        return row.state in (RunState.ASSIGNED, RunState.RUNNING) and os.path.exists(marker)
+
+    await eventually(active, timeout=30)
+    clock[0] = t1.replace(year=t1.year + 1) + timedelta(seconds=1)
+    assert await scheduler.step()
+    second = await JobRun.objects.filter(schedule_id=sched.id).exclude(id=first.id).aget()
+    assert second.state == RunState.SKIPPED
+    assert first.id in second.error_summary
+    await worker.cancel_run(first.id)
+    assert (await _final(first.id)).state == RunState.CANCELLED
+
+
+@pytest.mark.slow
+async def test_a_thousand_celery_runs_complete_without_a_slot_each(bus, worker):
+    job = await _job("c-many", "rt.noop")
+    n = 1000
+    started = time.monotonic()
+    rows = await RunService(bus).submit_many(
+        [RunRequest(job=job, params={"i": i}) for i in range(n)]
+    )
+    ids = [r.id for r in rows]
+    peak_load = peak_following = 0
+    while True:
+        peak_load = max(peak_load, worker.load)
+        peak_following = max(peak_following, worker.status()["following"])
+        done = await JobRun.objects.filter(id__in=ids, state=RunState.SUCCEEDED).acount()
+        if done == n:
+            break
+        assert time.monotonic() - started < 240, f"only {done} of {n} done"
+        await asyncio.sleep(0.2)
+    elapsed = time.monotonic() - started
+    print(
+        f"{n} celery runs in {elapsed:.1f}s; slots held at most {peak_load} "
+        f"of {worker.capacity}; runs followed at once at most {peak_following}"
+    )
+    assert peak_load <= worker.capacity
+    # Far more runs waited on Celery at once than the worker has slots.
+    assert peak_following > 10 * worker.capacity
+    assert len(worker.executors["celery"].follower) == 0

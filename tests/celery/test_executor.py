@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -97,7 +98,7 @@ async def test_cancel_revokes_and_the_celery_worker_stops_the_task(bus, worker, 
         return v and v.snap.state == RunState.RUNNING and os.path.exists(marker)
 
     await eventually(running, timeout=30)
-    pid = int(open(marker).read())
+    pid = int(Path(marker).read_text())
     assert _alive(pid)
     assert worker.load == 0  # the waiting run holds no slot
     ok, _ = await worker.cancel_run(run.id)
@@ -121,7 +122,9 @@ async def test_timeout_revokes_and_ends_timed_out(bus, worker, tmp_path):
     assert row.state == RunState.TIMED_OUT
     assert "timed out after 2s" in row.error_summary
     await eventually(lambda: asyncio.sleep(0, os.path.exists(marker)), timeout=5)
-    await eventually(lambda: asyncio.sleep(0, not _alive(int(open(marker).read()))), timeout=10)
+    await eventually(
+        lambda: asyncio.sleep(0, not _alive(int(Path(marker).read_text()))), timeout=10
+    )
     assert not os.path.exists(marker + ".done")
 
 

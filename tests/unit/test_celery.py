@@ -65,7 +65,7 @@ def test_schema_from_signature_and_hints():
         full: bool = False,
         limit: int | None = None,
         mode: Literal["a", "b"] = "a",
-        ids: list[int] = [],
+        ids: list[int] = (),  # type: ignore[assignment]
         blob=None,
         **extra,
     ): ...  # noqa: B006

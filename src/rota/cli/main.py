@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from rota.cli import (
     assets,
+    celery,
     certs,
     client,
     doctor,
@@ -43,6 +44,7 @@ COMMANDS = {
     ),
     "doctor": doctor,
     "assets": assets,
+    "celery": celery,
     "jobs": SimpleNamespace(
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs
     ),

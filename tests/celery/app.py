@@ -83,10 +83,10 @@ def flaky(self, marker: str) -> str:
     return f"ok after {n + 1}"
 
 
-@app.task(name="rt.tick")
-def tick(stamp: str = "", log: str = "") -> str:
-    """Appends ``stamp`` to ``log``: which tick fired, how often (beat tests)."""
+@app.task(name="rt.tick", bind=True)
+def tick(self, log: str = "") -> str:
+    """Appends its task id to ``log``: which run ran, how often (beat tests)."""
     if log:
         with open(log, "a") as f:
-            f.write(f"{stamp} {time.time()}\n")
-    return stamp
+            f.write(f"{self.request.id} {time.time()}\n")
+    return self.request.id

@@ -223,6 +223,30 @@ class RunStore:
 
         return await self._update_owned(mine, build, contended_is_ours=True)
 
+    async def unmark_sent(self, seen: Versioned) -> Versioned | None:
+        """A run whose snapshot says its Celery task was sent (``celery beat``
+        writes that before sending) when the send failed: PENDING, the mark
+        cleared, so the worker that claims it sends the task itself. None if
+        the run is no longer PENDING or was never marked."""
+        current: Versioned | None = seen
+        for _ in range(MAX_CAS_RETRIES):
+            if current is None or current.snap.state != RunState.PENDING:
+                return None
+            if not current.snap.celery_task_id:
+                return current
+            new = advance(
+                current.snap,
+                RunState.PENDING,
+                celery_task_id="",
+                celery_sent_at=None,
+                celery_state="",
+            )
+            rev = await self._write(new, current.rev)
+            if rev is not None:
+                return Versioned(new, rev)
+            current = await self.get(seen.snap.run_id)
+        return None
+
     async def release(self, mine: Versioned) -> Versioned | None:
         """Hand a run back (graceful shutdown past its grace): → ORPHANED, no owner."""
 

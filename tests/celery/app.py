@@ -53,9 +53,11 @@ def boom(message: str = "bad") -> None:
 
 @app.task(name="rt.sleep")
 def sleep(seconds: float, marker: str = "") -> str:
-    """Writes its pid to ``marker``, sleeps, then writes ``marker``.done."""
+    """Appends its pid to ``marker`` (a line per execution), sleeps, then
+    writes ``marker``.done."""
     if marker:
-        Path(marker).write_text(str(os.getpid()))
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
     time.sleep(seconds)
     if marker:
         Path(marker + ".done").write_text("done")

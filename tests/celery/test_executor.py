@@ -14,6 +14,7 @@ import pytest
 from rota.domain.states import RunState
 from rota.models import JobDefinition, JobRun, Schedule
 from rota.runs.service import RunRequest, RunService
+from rota.runs.transitions import RunStore
 from rota.worker.executors.celery import CeleryExecutor
 from tests.conftest import eventually, running_worker
 
@@ -98,7 +99,7 @@ async def test_cancel_revokes_and_the_celery_worker_stops_the_task(bus, worker, 
         return v and v.snap.state == RunState.RUNNING and os.path.exists(marker)
 
     await eventually(running, timeout=30)
-    pid = int(Path(marker).read_text())
+    pid = int(Path(marker).read_text().split()[0])
     assert _alive(pid)
     assert worker.load == 0  # the waiting run holds no slot
     ok, _ = await worker.cancel_run(run.id)
@@ -123,7 +124,7 @@ async def test_timeout_revokes_and_ends_timed_out(bus, worker, tmp_path):
     assert "timed out after 2s" in row.error_summary
     await eventually(lambda: asyncio.sleep(0, os.path.exists(marker)), timeout=5)
     await eventually(
-        lambda: asyncio.sleep(0, not _alive(int(Path(marker).read_text()))), timeout=10
+        lambda: asyncio.sleep(0, not _alive(int(Path(marker).read_text().split()[0]))), timeout=10
     )
     assert not os.path.exists(marker + ".done")
 
@@ -188,6 +189,42 @@ async def test_skip_policy_skips_a_tick_while_the_celery_task_runs(bus, worker, 
     assert first.id in second.error_summary
     await worker.cancel_run(first.id)
     assert (await _final(first.id)).state == RunState.CANCELLED
+
+
+async def test_a_run_handed_back_is_followed_by_the_next_attempt_without_a_resend(
+    bus, rota_settings, celery_app, celery_worker, tmp_path
+):
+    """A stopping worker hands its followed run back at once; the next worker's
+    attempt follows the same task (its id is in the snapshot): one execution."""
+    job = await _job("c-handback", "rt.sleep")
+    marker = tmp_path / "pid"
+
+    def executor():
+        return CeleryExecutor(celery_app, poll_seconds=0.1, start_timeout=60, revoke_grace=5)
+
+    async with running_worker(
+        rota_settings, tags=["celery-t"], executors={"celery": executor()}
+    ) as first:
+        run, _ = await RunService(bus).submit(
+            RunRequest(job=job, params={"seconds": 4, "marker": str(marker)})
+        )
+
+        async def running():
+            v = await first.store.get(run.id)
+            return v and v.snap.state == RunState.RUNNING and marker.exists()
+
+        await eventually(running, timeout=30)
+    handed = await RunStore(bus.runs).get(run.id)
+    assert handed.snap.state == RunState.ORPHANED
+    async with running_worker(
+        rota_settings, tags=["celery-t"], executors={"celery": executor()}
+    ) as second:
+        row = await _final(run.id)
+        assert row.state == RunState.SUCCEEDED, row.error_summary
+        assert row.result == "slept"
+        assert row.attempt == 2 and row.worker_id == second.worker_id
+    assert any(e.get("reattached") for e in row.events)
+    assert len(marker.read_text().split()) == 1  # the task ran once: never sent again
 
 
 @pytest.mark.slow

@@ -202,7 +202,11 @@ class RunStore:
         version, or None if the run is no longer ours."""
 
         def build(s: RunSnapshot) -> RunSnapshot | None:
-            if s.celery_state == celery_state and (not task_id or s.celery_task_id == task_id):
+            if (
+                not detail
+                and s.celery_state == celery_state
+                and (not task_id or s.celery_task_id == task_id)
+            ):
                 return None
             now = time.time()
             return advance(

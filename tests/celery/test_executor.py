@@ -150,45 +150,88 @@ async def test_bad_options_fail_the_run_with_a_message(bus, worker):
     assert "colour=blue" in row.error_summary
 
 
+class TwoTicks:
+    """A schedule that fired two days ago and one day ago (and next in a year),
+    and a scheduler whose clock stands just past each: two ticks in a few
+    seconds, which the real leader's scheduler (on the real clock) never fires."""
+
+    def __init__(self, bus, job, params, policy: str) -> None:
+        self.bus, self.job, self.params, self.policy = bus, job, params, policy
+        self.t1 = (datetime.now(UTC) - timedelta(days=2)).replace(second=0, microsecond=0)
+        self.t2 = self.t1 + timedelta(days=1)
+        self.clock = [self.t1 - timedelta(minutes=1)]
+
+    async def first(self) -> JobRun:
+        from rota.domain.workers import Thresholds
+        from rota.leader.scheduler import Scheduler
+
+        t1, t2 = self.t1, self.t2
+        months = ",".join(sorted({str(t1.month), str(t2.month)}))
+        # Disabled, so the real leader never loads it; this scheduler is given it.
+        self.sched = await Schedule.objects.acreate(
+            job=self.job,
+            cron=f"{t1.minute} {t1.hour} {t1.day},{t2.day} {months} *",
+            params=self.params,
+            execution_policy=self.policy,
+            enabled=False,
+        )
+        sched = await Schedule.objects.select_related("job").aget(id=self.sched.id)
+        self.scheduler = Scheduler(
+            self.bus, epoch=1, thresholds=Thresholds, clock=lambda: self.clock[0]
+        )
+        await self.scheduler.reload()
+        self.scheduler._checked = float("inf")  # no reload: it would drop the schedule
+        self.scheduler.schedules[sched.id] = sched
+        self.scheduler.calendar.upsert(
+            sched.id, sched.cron, sched.timezone, after=self.clock[0], dst_policy=sched.dst_policy
+        )
+        self.clock[0] = t1 + timedelta(seconds=1)
+        assert await self.scheduler.step()
+        return await JobRun.objects.aget(schedule_id=self.sched.id)
+
+    async def second(self, first: JobRun) -> JobRun:
+        self.clock[0] = self.t2 + timedelta(seconds=1)
+        assert await self.scheduler.step()
+        return await JobRun.objects.filter(schedule_id=self.sched.id).exclude(id=first.id).aget()
+
+
+async def _started(worker, run_id: str, marker: Path) -> int:
+    async def running():
+        row = await JobRun.objects.aget(id=run_id)
+        return row.state in (RunState.ASSIGNED, RunState.RUNNING) and marker.exists()
+
+    await eventually(running, timeout=30)
+    return int(marker.read_text().split()[0])
+
+
 async def test_skip_policy_skips_a_tick_while_the_celery_task_runs(bus, worker, tmp_path):
     """The scheduler's policy, keyed on (job, params), sees the celery run as
     active while Celery runs it: the next tick is SKIPPED."""
-    from rota.domain.workers import Thresholds
-    from rota.leader.scheduler import Scheduler
-
     job = await _job("c-skip", "rt.sleep")
-    marker = str(tmp_path / "pid")
-    params = {"seconds": 60, "marker": marker}
-    # Yearly, a day ago: the real leader's scheduler never fires it during the
-    # test; this scheduler's clock starts just before that tick.
-    t1 = (datetime.now(UTC) - timedelta(days=1)).replace(second=0, microsecond=0)
-    sched = await Schedule.objects.acreate(
-        job=job,
-        cron=f"{t1.minute} {t1.hour} {t1.day} {t1.month} *",
-        params=params,
-        execution_policy="skip",
-    )
-    # As if made before that tick (a new schedule starts at its creation).
-    await Schedule.objects.filter(id=sched.id).aupdate(created_at=t1 - timedelta(hours=1))
-    clock = [t1 - timedelta(minutes=1)]
-    scheduler = Scheduler(bus, epoch=1, thresholds=Thresholds, clock=lambda: clock[0])
-    await scheduler.reload()
-    clock[0] = t1 + timedelta(seconds=1)
-    assert await scheduler.step()
-    first = await JobRun.objects.aget(schedule_id=sched.id)
-
-    async def active():
-        row = await JobRun.objects.aget(id=first.id)
-        return row.state in (RunState.ASSIGNED, RunState.RUNNING) and os.path.exists(marker)
-
-    await eventually(active, timeout=30)
-    clock[0] = t1.replace(year=t1.year + 1) + timedelta(seconds=1)
-    assert await scheduler.step()
-    second = await JobRun.objects.filter(schedule_id=sched.id).exclude(id=first.id).aget()
+    marker = tmp_path / "pid"
+    ticks = TwoTicks(bus, job, {"seconds": 60, "marker": str(marker)}, "skip")
+    first = await ticks.first()
+    await _started(worker, first.id, marker)
+    second = await ticks.second(first)
     assert second.state == RunState.SKIPPED
     assert first.id in second.error_summary
     await worker.cancel_run(first.id)
     assert (await _final(first.id)).state == RunState.CANCELLED
+
+
+async def test_replace_policy_revokes_the_running_task_and_runs_the_new_tick(bus, worker, tmp_path):
+    job = await _job("c-replace", "rt.sleep")
+    marker = tmp_path / "pid"
+    ticks = TwoTicks(bus, job, {"seconds": 3, "marker": str(marker)}, "replace")
+    first = await ticks.first()
+    pid = await _started(worker, first.id, marker)
+    marker.unlink()
+    second = await ticks.second(first)
+    assert (await _final(first.id)).state == RunState.CANCELLED
+    await eventually(lambda: asyncio.sleep(0, not _alive(pid)), timeout=10)
+    row = await _final(second.id)
+    assert row.state == RunState.SUCCEEDED and row.result == "slept"
+    assert len(marker.read_text().split()) == 1  # the new tick's task, once
 
 
 async def test_a_run_handed_back_is_followed_by_the_next_attempt_without_a_resend(

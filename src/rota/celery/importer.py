@@ -288,7 +288,7 @@ def plan(
     for name, task in tasks.items():
         schema = params_schema_for(task.run)
         schemas[name] = schema
-        fields = {"kind": "celery", "target": name, "params_schema": schema}
+        fields: dict[str, Any] = {"kind": "celery", "target": name, "params_schema": schema}
         existing = JobDefinition.objects.filter(name=name).first()
         if existing is None:
             fields["tags"] = list(tags or [])

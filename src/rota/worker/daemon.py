@@ -299,7 +299,7 @@ class Worker:
         # Followed runs are not running here: hand them back at once; the next
         # attempt follows the same task.
         for act in [a for a in self.active.values() if not a.holds_slot]:
-            assert self.store is not None
+            assert self.store is not None and self.bus is not None
             released = await self.store.release(act.version)
             self._detach(act)
             act.cancel.set()

@@ -18,6 +18,7 @@ celery executor (ROTA_CELERY_APP). Then:
 from __future__ import annotations
 
 import argparse
+import atexit
 import concurrent.futures
 import os
 import shutil
@@ -119,6 +120,14 @@ def main() -> int:
         ],
         "celery-worker",
     )
+
+    def cleanup() -> None:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        redis.kill()
+
+    atexit.register(cleanup)  # whatever happens, nothing started here outlives the bench
     stack = start_stack(tmp, "--no-worker")
     try:
         from tests.celery.app import app, noop
@@ -144,7 +153,7 @@ def main() -> int:
             ROTA_CELERY_APP="tests.celery.app:app",
         )
         c = stack.client
-        while not c.get("/leader").json().get("leader"):
+        while not c.get("/leader").json().get("leader"):  # the worker leads
             time.sleep(0.2)
         n = args.runs
 
@@ -265,10 +274,7 @@ PeriodicTask.objects.bulk_create([PeriodicTask(name=f"s{{i}}", task="rt.tick", c
         first2, last2 = wait_ticks(args.minutes)
         theirs, their_ticks = lateness(dcb_log, first2, last2)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-        redis.kill()
+        cleanup()
     print(
         f"lateness of {s} per-minute schedules over {args.minutes} ticks, tick → Celery worker start:"
     )

@@ -186,10 +186,20 @@ def add_jobs(parser: argparse.ArgumentParser) -> None:
     cr = sub.add_parser("create", help="define a job")
     add_api_args(cr)
     cr.add_argument("name")
-    cr.add_argument("--kind", required=True, choices=["command", "python", "django", "pod"])
-    cr.add_argument("--target", required=True, help="argv[0] (command), module:function (python)")
     cr.add_argument(
-        "--arg", action="append", default=[], dest="args", help="default argument (repeat)"
+        "--kind", required=True, choices=["command", "python", "django", "pod", "celery"]
+    )
+    cr.add_argument(
+        "--target",
+        required=True,
+        help="argv[0] (command), module:function (python), the task's name (celery)",
+    )
+    cr.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        dest="args",
+        help="default argument (repeat); for celery a send option, queue=... (docs/celery.md)",
     )
     cr.add_argument("--timeout", type=float)
     cr.add_argument("--tag", action="append", default=[], dest="tags", help="routing tag (repeat)")

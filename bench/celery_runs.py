@@ -145,8 +145,6 @@ def main() -> int:
                 "bench",
                 "--capacity",
                 "16",
-                "--roles",
-                "execute",
             ],
             "rota-worker",
             **stack.env(),

@@ -131,7 +131,7 @@ def main() -> int:
         redis.kill()
 
     atexit.register(cleanup)  # whatever happens, nothing started here outlives the bench
-    stack = start_stack(tmp, "--no-worker")
+    stack = start_stack(tmp, "--no-worker", timeout=240)
     try:
         from tests.celery.app import app, noop
 

@@ -89,6 +89,21 @@ class RotaSettings:
     #: How long one ``pip install`` of a worker's wheel set may take.
     wheel_install_timeout_seconds: float = 300.0
 
+    #: The Celery app ``celery`` jobs are sent through, as ``module:attribute``
+    #: (``proj.celery:app``); without it, an app made from the two URLs below.
+    celery_app: str = ""
+    celery_broker_url: str = ""
+    celery_result_backend: str = ""
+    #: A celery run whose task reports nothing (still PENDING: no Celery worker
+    #: took it, there is no result backend, it was lost) this long after it was
+    #: sent is revoked and ends FAILED (a job overrides it: ``start_timeout=``).
+    celery_start_timeout_seconds: float = 3600.0
+    #: A celery run of a job without a timeout is revoked and ends TIMED_OUT
+    #: after this long, so no run stays RUNNING forever.
+    celery_max_runtime_seconds: float = 86400.0
+    #: How often the one result-backend poller of a worker reads its tasks' states.
+    celery_poll_seconds: float = 0.25
+
     @property
     def wheels_path(self) -> Path:
         return self.wheels_dir or self.data_dir / "wheels"

@@ -287,6 +287,7 @@ async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-unty
     check_schema(body.params_schema)
     if body.default_params:
         validate_params(body.params_schema, body.default_params)
+    _check_kind_args(body.kind, body.args)
     try:
         job = await JobDefinition.objects.acreate(
             name=body.name,
@@ -340,6 +341,14 @@ class JobPatch(Schema):
     enabled: bool | None = None
 
 
+def _check_kind_args(kind: str, args: list[Any]) -> None:
+    """A celery job's args are its send options (``queue=...``): refuse others."""
+    if kind == "celery":
+        from rota.domain.celery import parse_options
+
+        parse_options([str(a) for a in args])
+
+
 def _patch_job(name: str, changes: dict[str, Any]) -> JobDefinition:
     from rota.domain.params import validate_params
 
@@ -353,6 +362,7 @@ def _patch_job(name: str, changes: dict[str, Any]) -> JobDefinition:
     check_schema(job.params_schema)
     if job.default_params:
         validate_params(job.params_schema, job.default_params)
+    _check_kind_args(job.kind, job.args)
     job.save()
     return job
 

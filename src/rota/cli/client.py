@@ -274,14 +274,17 @@ def _job_options(parser: argparse.ArgumentParser, *, creating: bool) -> None:
     if creating:
         parser.add_argument("--kind", required=True, choices=JOB_KINDS)
     parser.add_argument(
-        "--target", required=creating, help="argv[0] (command), module:function (python)"
+        "--target",
+        required=creating,
+        help="argv[0] (command), module:function (python), the task's name (celery)",
     )
     parser.add_argument(
         "--arg",
         action="append",
         default=None,
         dest="args",
-        help="default argument (repeat)" + ("; replaces them all" if not creating else ""),
+        help="default argument (repeat); for celery a send option, queue=... (docs/celery.md)"
+        + ("; replaces them all" if not creating else ""),
     )
     parser.add_argument("--timeout", type=float, help="seconds")
     parser.add_argument(

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from rota.cli import (
     assets,
+    celery,
     certs,
     client,
     doctor,
@@ -49,6 +50,7 @@ COMMANDS = {
     "doctor": doctor,
     "nats": nats,
     "assets": assets,
+    "celery": celery,
     "jobs": SimpleNamespace(
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs
     ),

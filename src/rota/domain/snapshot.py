@@ -65,6 +65,12 @@ class RunSnapshot:
     tasks: dict[str, str] = field(default_factory=dict)
     task_records: dict[str, Any] = field(default_factory=dict)
     task_records_truncated: bool = False
+    #: Celery runs (kind ``celery``): the task id it was sent as (the run id),
+    #: when, and the task's last state as Celery reported it (PENDING, RECEIVED,
+    #: STARTED, RETRY, ...). Each change is also an event, which SQL keeps.
+    celery_task_id: str = ""
+    celery_sent_at: float | None = None
+    celery_state: str = ""
 
     def encode(self) -> bytes:
         return orjson.dumps(self)

@@ -80,10 +80,14 @@ class RunStore:
 
     # -- worker side -------------------------------------------------------------
 
-    async def claim(self, seen: Versioned, worker_id: str) -> Versioned | None:
+    async def claim(
+        self, seen: Versioned, worker_id: str, *, hold: bool = False
+    ) -> Versioned | None:
         """PENDING/ORPHANED → RUNNING, owned by ``worker_id`` with attempt + 1;
         → ASSIGNED instead for a run dispatched ahead of its ``scheduled_for``
-        (assign-ahead), which :meth:`start` moves to RUNNING at that time.
+        (assign-ahead), which :meth:`start` moves to RUNNING at that time, and
+        for a run handed on (``hold``: a Celery task, RUNNING when Celery says
+        it started).
 
         Returns None when the run is not claimable (already claimed, cancelled,
         terminal): the caller drops the message.
@@ -99,7 +103,7 @@ class RunStore:
                 return None  # a newer attempt was dispatched; that message will claim it
             now = time.time()
             attempt = current.snap.attempt + 1
-            ahead = (current.snap.scheduled_for or 0.0) > now
+            ahead = hold or (current.snap.scheduled_for or 0.0) > now
             new = advance(
                 current.snap,
                 RunState.ASSIGNED if ahead else RunState.RUNNING,
@@ -198,6 +202,71 @@ class RunStore:
             )
 
         return await self._update_owned(mine, build, contended_is_ours=True)
+
+    async def note_celery(
+        self,
+        mine: Versioned,
+        *,
+        celery_state: str,
+        task_id: str = "",
+        sent_at: float | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Versioned | None:
+        """Record what Celery said of a run this worker follows: the task id
+        and send time once, and each new task state, with an event (``CELERY_``
+        and the state) that SQL keeps. The run's own state does not change
+        here (:meth:`start` and :meth:`finish` do that). Returns the current
+        version, or None if the run is no longer ours."""
+
+        def build(s: RunSnapshot) -> RunSnapshot | None:
+            if (
+                not detail
+                and s.celery_state == celery_state
+                and (not task_id or s.celery_task_id == task_id)
+            ):
+                return None
+            now = time.time()
+            return advance(
+                s,
+                s.state,
+                now=now,
+                celery_task_id=task_id or s.celery_task_id,
+                celery_sent_at=sent_at if sent_at is not None else s.celery_sent_at,
+                celery_state=celery_state,
+                events=with_event(
+                    s,
+                    f"CELERY_{celery_state}",
+                    at=now,
+                    task_id=task_id or s.celery_task_id,
+                    **(detail or {}),
+                ),
+            )
+
+        return await self._update_owned(mine, build, contended_is_ours=True)
+
+    async def unmark_sent(self, seen: Versioned) -> Versioned | None:
+        """A run whose snapshot says its Celery task was sent (``celery beat``
+        writes that before sending) when the send failed: PENDING, the mark
+        cleared, so the worker that claims it sends the task itself. None if
+        the run is no longer PENDING or was never marked."""
+        current: Versioned | None = seen
+        for _ in range(MAX_CAS_RETRIES):
+            if current is None or current.snap.state != RunState.PENDING:
+                return None
+            if not current.snap.celery_task_id:
+                return current
+            new = advance(
+                current.snap,
+                RunState.PENDING,
+                celery_task_id="",
+                celery_sent_at=None,
+                celery_state="",
+            )
+            rev = await self._write(new, current.rev)
+            if rev is not None:
+                return Versioned(new, rev)
+            current = await self.get(seen.snap.run_id)
+        return None
 
     async def release(self, mine: Versioned) -> Versioned | None:
         """Hand a run back (graceful shutdown past its grace): → ORPHANED, no owner."""

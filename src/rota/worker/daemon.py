@@ -56,6 +56,9 @@ WATCH_SECONDS = 1.0
 #: An unchanged registry entry is written again this often (it is written at
 #: once whenever it changes).
 REGISTRY_REFRESH_SECONDS = 30.0
+#: How often the snapshots of followed runs (a Celery task: no slot held) are
+#: re-read; a cancel also reaches them at once through CancelJob.
+FOLLOWED_WATCH_SECONDS = 5.0
 
 
 @dataclass
@@ -63,6 +66,10 @@ class Active:
     version: Versioned
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    #: False once the run is followed elsewhere (a sent Celery task): it then
+    #: holds no slot of the worker's capacity.
+    holds_slot: bool = True
+    watched_at: float = 0.0
 
 
 def default_executors(settings: RotaSettings) -> dict[str, Executor]:
@@ -84,6 +91,16 @@ def default_executors(settings: RotaSettings) -> dict[str, Executor]:
     manage_py = find_manage_py(settings.manage_py)
     if manage_py is not None:
         executors["django"] = DjangoExecutor(manage_py)
+    if settings.celery_app or settings.celery_broker_url:
+        from rota.celery.app import load_app
+        from rota.worker.executors.celery import CeleryExecutor
+
+        executors["celery"] = CeleryExecutor(
+            load_app(settings),
+            poll_seconds=settings.celery_poll_seconds,
+            start_timeout=settings.celery_start_timeout_seconds,
+            max_runtime=settings.celery_max_runtime_seconds,
+        )
     return executors
 
 
@@ -155,6 +172,10 @@ class Worker:
             bind = getattr(executor, "bind_progress", None)
             if bind is not None:
                 bind(self._progress)
+            # Executors that follow work elsewhere (Celery) report its states to us.
+            bind = getattr(executor, "bind_follow", None)
+            if bind is not None:
+                bind(self._followed)
         if self.pods_config is not None:
             from rota.pods.host import PodHost
 
@@ -322,7 +343,16 @@ class Worker:
         self.stop_pulling.set()
         self._slot_freed.set()
         await self._register("DRAINING")
-        pending = [a.task for a in self.active.values() if a.task]
+        # Followed runs are not running here: hand them back at once; the next
+        # attempt follows the same task.
+        for act in [a for a in self.active.values() if not a.holds_slot]:
+            assert self.store is not None and self.bus is not None
+            released = await self.store.release(act.version)
+            self._detach(act)
+            act.cancel.set()
+            if released is not None and released.snap.state == RunState.ORPHANED:
+                await publish_dispatch(self.bus.js, released)
+        pending = [a.task for a in self.active.values() if a.task and a.holds_slot]
         if pending:
             log.info(
                 "worker %s: waiting up to %.0fs for %d run(s)", self.worker_id, grace, len(pending)
@@ -332,6 +362,7 @@ class Worker:
         for act in list(self.active.values()):
             assert self.store is not None
             released = await self.store.release(act.version)
+            self._detach(act)
             act.cancel.set()
             if released is not None and released.snap.state == RunState.ORPHANED:
                 await publish_dispatch(self.bus.js, released)
@@ -368,7 +399,8 @@ class Worker:
             "roles": sorted(self.roles),
             "tags": self.tags,
             "capacity": self.capacity,
-            "load": len(self.active),
+            "load": self.load,
+            "following": len(self.active) - self.load,
             "runs": [
                 {
                     "run_id": run_id,
@@ -396,9 +428,9 @@ class Worker:
             return False, "", 0, f"no run {run_id}"
         if self.stop_pulling.is_set():
             return False, current.snap.state, current.snap.attempt, "draining: takes no new runs"
-        if len(self.active) >= self.capacity:
+        if self.load >= self.capacity:
             return False, current.snap.state, current.snap.attempt, "busy: no free slot"
-        claimed = await self.store.claim(current, self.worker_id)
+        claimed = await self.store.claim(current, self.worker_id, hold=self._hands_on(current.snap))
         if claimed is None:
             now = await self.store.get(run_id)
             state = now.snap.state if now else current.snap.state
@@ -418,6 +450,20 @@ class Worker:
             act.version = marked
         act.cancel.set()
         return True, marked.snap.state if marked else RunState.CANCELLING.value
+
+    @property
+    def load(self) -> int:
+        """Slots held: runs executing here (a followed run holds none)."""
+        return sum(1 for a in self.active.values() if a.holds_slot)
+
+    def _hands_on(self, snap: Any) -> bool:
+        """True for a run whose work is handed on (its executor follows it)."""
+        return bool(getattr(self.executors.get(snap.kind), "follows", False))
+
+    def _detach(self, act: Active) -> None:
+        detach = getattr(self.executors.get(act.version.snap.kind), "detach", None)
+        if detach is not None:
+            detach(act.version.snap.run_id)
 
     async def drain(self) -> int:
         """Drain: take no new work; the current runs finish."""
@@ -446,7 +492,9 @@ class Worker:
             "roles": sorted(self.roles),
             "tags": self.tags,
             "capacity": self.capacity,
-            "load": len(self.active),
+            "load": self.load,
+            # Runs followed without a slot (Celery tasks).
+            "following": len(self.active) - self.load,
             "runs": sorted(self.active),
             "state": state,
             "grpc_endpoint": self.grpc_endpoint,
@@ -479,7 +527,7 @@ class Worker:
         self._registered, self._registered_at = entry, time.monotonic()
 
     async def _beat(self) -> None:
-        await self.heartbeats_kv.put(self.worker_id, orjson.dumps({"load": len(self.active)}))
+        await self.heartbeats_kv.put(self.worker_id, orjson.dumps({"load": self.load}))
 
     def _state(self) -> str:
         if self.draining or self.detached or self.stop_pulling.is_set():
@@ -592,8 +640,12 @@ class Worker:
                 a
                 for a in self.active.values()
                 if not a.cancel.is_set()
-                and now - (a.version.snap.started_at or now) >= WATCH_SECONDS
+                and now - (a.version.snap.started_at or a.version.snap.assigned_at or now)
+                >= WATCH_SECONDS
+                and (a.holds_slot or now - a.watched_at >= FOLLOWED_WATCH_SECONDS)
             ]
+            for a in old:
+                a.watched_at = now
             if not old:
                 continue
             try:
@@ -624,7 +676,10 @@ class Worker:
     def _follow(self, act: Active, current: Versioned | None) -> None:
         """Take in what the store says about a run we execute."""
         if current is None:
-            act.cancel.set()  # owned by a newer attempt now: stop our copy, report nothing
+            # Owned by a newer attempt now: stop our copy, report nothing (a
+            # followed task is left running for the attempt that follows it now).
+            self._detach(act)
+            act.cancel.set()
             return
         act.version = current
         if current.snap.state == RunState.CANCELLING:
@@ -639,7 +694,7 @@ class Worker:
         pinned loop (``share=0``) fetches one run at a time.
         """
         while not self.stop_pulling.is_set():
-            free = self.capacity - len(self.active) - self._reserved
+            free = self.capacity - self.load - self._reserved
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -688,7 +743,9 @@ class Worker:
             )
             await msg.term()
             return
-        claimed = await self.store.claim(Versioned(snap, rev), self.worker_id)
+        claimed = await self.store.claim(
+            Versioned(snap, rev), self.worker_id, hold=self._hands_on(snap)
+        )
         await msg.ack()
         if claimed is not None:
             self._launch(claimed)
@@ -736,6 +793,49 @@ class Worker:
                 )
                 await asyncio.sleep(1)
 
+    async def _wait_until_due(self, act: Active) -> bool:
+        """A run handed on (a Celery task) stays ASSIGNED until its task starts;
+        it waits only for its ``scheduled_for``. False if cancelled meanwhile."""
+        assert self.store is not None
+        delay = (act.version.snap.scheduled_for or 0.0) - time.time()
+        if delay > 0 and not act.version.snap.celery_task_id:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(act.cancel.wait(), delay)
+        if act.cancel.is_set() and not act.version.snap.celery_task_id:
+            await self.store.finish(
+                act.version, Outcome(RunState.CANCELLED, error_summary="cancelled before its start")
+            )
+            return False
+        return True
+
+    async def _followed(
+        self,
+        run_id: str,
+        *,
+        celery_state: str,
+        task_id: str = "",
+        sent_at: float | None = None,
+        detail: dict[str, Any] | None = None,
+        started: bool = False,
+    ) -> None:
+        """What an executor that follows its work elsewhere says of a run: the
+        first report frees the run's slot; each is recorded on the snapshot;
+        ``started`` moves an ASSIGNED run to RUNNING."""
+        act = self.active.get(run_id)
+        if act is None or self.store is None:
+            return
+        if act.holds_slot:
+            act.holds_slot = False
+            self._slot_freed.set()
+        current = await self.store.note_celery(
+            act.version, celery_state=celery_state, task_id=task_id, sent_at=sent_at, detail=detail
+        )
+        self._follow(act, current)
+        if started and current is not None and current.snap.state == RunState.ASSIGNED:
+            running = await self.store.start(current)
+            if running is not None:
+                self._follow(act, running)
+
     def _launch(self, claimed: Versioned) -> None:
         act = Active(claimed)
         self.active[claimed.snap.run_id] = act
@@ -745,8 +845,14 @@ class Worker:
         assert self.store is not None
         snap = act.version.snap
         try:
-            if snap.state == RunState.ASSIGNED and not await self._wait_for_start(act):
-                return
+            if snap.state == RunState.ASSIGNED:
+                ready = (
+                    await self._wait_until_due(act)
+                    if self._hands_on(snap)
+                    else await self._wait_for_start(act)
+                )
+                if not ready:
+                    return
             executor = self.executors.get(snap.kind)
             if executor is None:
                 outcome = Outcome(
@@ -773,6 +879,14 @@ class Worker:
                 finally:
                     live_output.reset(token)
                     await output.close()
+            if act.version.snap.state == RunState.ASSIGNED and outcome.state in (
+                RunState.SUCCEEDED,
+                RunState.TIMED_OUT,
+            ):
+                # A followed run whose start was not seen (ASSIGNED cannot end so).
+                started = await self.store.start(act.version)
+                if started is not None:
+                    act.version = started
             await self._record(act, outcome)
             self.completed += 1
         except asyncio.CancelledError:

@@ -172,12 +172,14 @@ class ControlClient:
         return await self._call(endpoint, "Drain", pb.DrainRequest())
 
     async def confirm_continuation(
-        self, endpoint: str, run_id: str, attempt: int
+        self, endpoint: str, run_id: str, attempt: int, worker_id: str = ""
     ) -> pb.ConfirmContinuationReply:
+        """Is the worker instance ``worker_id`` at ``endpoint`` still executing
+        ``run_id`` at ``attempt``? ``not_me`` in the reply: another instance answered."""
         return await self._call(
             endpoint,
             "ConfirmContinuation",
-            pb.ConfirmContinuationRequest(run_id=run_id, attempt=attempt),
+            pb.ConfirmContinuationRequest(run_id=run_id, attempt=attempt, worker_id=worker_id),
         )
 
     async def close(self) -> None:

@@ -97,11 +97,11 @@ class Supervisor:
         silent = {wid: entry for wid, (state, entry) in states.items() if state in SILENT}
         did = False
         if silent:
-            rows = [
-                (run_id, worker_id)
-                for run_id, worker_id in await sql_writer().call(_owned_runs, list(silent))
-                if run_id not in self._confirming
-            ]
+            # SQL, and what each worker last listed in the registry: a claim made
+            # just before a leader died may not be projected yet.
+            owned = set(await sql_writer().call(_owned_runs, list(silent)))
+            owned |= {(r, wid) for wid, entry in silent.items() for r in entry.get("runs", [])}
+            rows = sorted((run_id, wid) for run_id, wid in owned if run_id not in self._confirming)
             # One round trip for all of them, not one after another.
             current = await asyncio.gather(*(self.store.get(run_id) for run_id, _ in rows))
             for (_, worker_id), v in zip(rows, current, strict=True):
@@ -152,7 +152,9 @@ class Supervisor:
             if not endpoint:
                 break
             try:
-                reply = await self.control.confirm_continuation(endpoint, run_id, attempt)
+                reply = await self.control.confirm_continuation(
+                    endpoint, run_id, attempt, v.snap.worker_id or ""
+                )
             except StaleEpoch:
                 log.warning(
                     "worker at %s has seen a newer leader than epoch %d", endpoint, self.epoch
@@ -171,7 +173,11 @@ class Supervisor:
                     attempt,
                 )
                 return
-            await self._take_away(v, f"worker {v.snap.worker_id} does not run attempt {attempt}")
+            if reply.not_me:
+                reason = f"worker {v.snap.worker_id} is gone: {endpoint} is now {reply.worker_id}"
+            else:
+                reason = f"worker {v.snap.worker_id} does not run attempt {attempt}"
+            await self._take_away(v, reason)
             return
         if time.time() >= deadline:
             await self._take_away(

@@ -38,7 +38,8 @@ class Deployment:
         self.procs: list[subprocess.Popen] = []
 
     def env(self) -> dict[str, str]:
-        return {**self.stack.env(), "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        return {**self.stack.env(), "PYTHONPATH": path}
 
     def worker(
         self, node: str, *, tags: str = "default", roles: str = "execute,lead", capacity: int = 4
@@ -283,3 +284,63 @@ def test_a_worker_leaves_no_pinned_consumer_behind(deployment):
     t0 = time.monotonic()
     wait_for(lambda: pins[killed.pid] not in _pin_consumers(d), timeout=PIN_INACTIVE_SECONDS + 30)
     print(f"\na SIGKILLed worker's pinned consumer went after {time.monotonic() - t0:.1f}s")
+
+
+@pytest.mark.timeout(240)
+def test_a_leader_paused_past_its_lease_writes_nothing_when_it_wakes(deployment):
+    """Case 6: the leader is confirming the runs of a silent worker when it is
+    paused (SIGSTOP) past its lease. The new leader confirms them (the worker is
+    back); then the old leader wakes, mid-confirmation, its deadline passed. None
+    of its writes may land: the runs stay CONFIRMED, attempt 1, on their worker."""
+    d = deployment
+    old = d.worker("n1", tags="lx")
+    first = wait_for(lambda: (i := d.leader())["leader"] and i["leader"]["node_id"] == "n1" and i)
+    d.worker("n2", tags="sx")  # the standby
+    busy = d.worker("n3", roles="execute", capacity=8)
+    # One ConfirmContinuation call (1 s) per confirmation: the old leader's whole
+    # confirmation fits in the window the test pauses it in.
+    assert d.stack.client.patch("/settings", json={"continuation_retries": 1}).status_code == 200
+    wait_for(
+        lambda: all(
+            w["thresholds"]["continuation_retries"] == 1
+            for w in d.stack.client.get("/workers").json()["items"]
+        ),
+        timeout=10,
+    )
+    d.define("long", "import time; time.sleep(120)")
+    runs = [d.submit("long") for _ in range(2)]
+    wait_for(lambda: all(d.run(r)["state"] == "RUNNING" for r in runs), timeout=30)
+
+    os.kill(busy.pid, signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: d.run(runs[0])["continuation_state"] == "CONFIRMING", timeout=15, interval=0.02
+        )
+        os.kill(old.pid, signal.SIGSTOP)  # mid-confirmation
+        try:
+            second = wait_for(
+                lambda: (i := d.leader())["leader"] and i["epoch"] > first["epoch"] and i,
+                timeout=15,
+                interval=0.02,
+            )
+            taken_at = time.time()
+        finally:
+            os.kill(busy.pid, signal.SIGCONT)  # back: it answers the new leader
+        wait_for(
+            lambda: all(d.run(r)["continuation_state"] == "CONFIRMED" for r in runs), timeout=15
+        )
+    finally:
+        os.kill(busy.pid, signal.SIGCONT)
+        os.kill(old.pid, signal.SIGCONT)
+    time.sleep(6)
+    for run_id in runs:
+        run = d.run(run_id)
+        late = [
+            e
+            for e in run["events"] or []
+            if e.get("epoch") == first["epoch"] and e.get("at", 0) >= taken_at
+        ]
+        assert not late, (run_id, late)
+        assert run["state"] == "RUNNING" and run["attempt"] == 1, run
+        assert run["continuation_state"] == "CONFIRMED", run
+    assert d.leader()["epoch"] == second["epoch"]

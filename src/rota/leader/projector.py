@@ -23,6 +23,7 @@ from nats.js.errors import NotFoundError
 
 from rota.bus import subjects
 from rota.bus.connection import Bus
+from rota.coordination.lease import LeaderFence
 from rota.domain.clock import utc_from_ts as _ts
 from rota.domain.histograms import RunTimings
 from rota.domain.snapshot import RunSnapshot, decode
@@ -134,8 +135,9 @@ def apply_snapshots(snaps: list[RunSnapshot], timings: RunTimings | None = None)
 class Projector:
     """Leader duty: a step that projects one batch and says whether it did work."""
 
-    def __init__(self, bus: Bus, *, batch: int = BATCH) -> None:
+    def __init__(self, bus: Bus, *, batch: int = BATCH, fence: LeaderFence | None = None) -> None:
         self.bus = bus
+        self.fence = fence
         self.batch = batch
         self._sub = None
         self.timings = TimingsStore(bus)
@@ -191,6 +193,10 @@ class Projector:
         )
 
     async def step(self, timeout: float = 1.0) -> int:
+        if self.fence is not None:
+            # A deposed leader fetching from the consumer would hold changes back
+            # from the new leader's projector until they were given back.
+            await self.fence.check()
         sub = await self._subscription()
         try:
             msgs = await sub.fetch(self.batch, timeout=timeout)

@@ -28,6 +28,7 @@ import orjson
 from rota.bus import subjects
 from rota.bus.connection import Bus
 from rota.control.client import ControlClient, ControlError, StaleEpoch
+from rota.coordination.lease import LeaderFence, LeadershipLost
 from rota.coordination.mirror import KvMirror
 from rota.domain.states import ContinuationState, RunState
 from rota.domain.workers import Thresholds, WorkerState, worker_state
@@ -42,10 +43,6 @@ log = logging.getLogger(__name__)
 SILENT = frozenset({WorkerState.DISCONNECTED, WorkerState.DETACHED, WorkerState.STOPPED_GRACEFUL})
 
 
-class LeadershipLost(Exception):
-    """A worker refused our epoch: a newer leader exists; stop acting now."""
-
-
 class Supervisor:
     def __init__(
         self,
@@ -57,8 +54,10 @@ class Supervisor:
         registry: KvMirror,
         heartbeats: KvMirror,
         marks: KvMirror,
+        fence: LeaderFence | None = None,
     ) -> None:
         self.bus = bus
+        self.fence = fence
         self.epoch = epoch
         self.thresholds = thresholds
         self.control = control
@@ -71,6 +70,11 @@ class Supervisor:
         self.deposed = asyncio.Event()
         self._last_orphan_sweep = 0.0
         self._republished: dict[str, float] = {}
+
+    async def _fence(self) -> None:
+        """Before every write: still the leader of our epoch (LeadershipLost if not)."""
+        if self.fence is not None:
+            await self.fence.check()
 
     # -- what the registry says ---------------------------------------------------------
 
@@ -120,6 +124,7 @@ class Supervisor:
             if c == ContinuationState.CONFIRMED and not self._confirmation_stale(v, t):
                 return False
             deadline = time.time() + t.confirm_window_seconds
+            await self._fence()
             marked = await self.store.begin_confirming(v, deadline=deadline, epoch=self.epoch)
             if marked is None:
                 return False
@@ -143,6 +148,13 @@ class Supervisor:
         return time.time() - last > max(t.heartbeat_ttl_seconds, t.confirm_window_seconds)
 
     async def _confirm(self, v: Versioned, endpoint: str) -> None:
+        try:
+            await self._confirm_or_take_away(v, endpoint)
+        except LeadershipLost as exc:
+            log.warning("supervisor: %s", exc)
+            self.deposed.set()
+
+    async def _confirm_or_take_away(self, v: Versioned, endpoint: str) -> None:
         t = self.thresholds()
         run_id, attempt = v.snap.run_id, v.snap.attempt
         deadline = v.snap.continuation_deadline_at or time.time()
@@ -165,6 +177,7 @@ class Supervisor:
                 log.debug("ConfirmContinuation %s on %s: %s", run_id, endpoint, exc)
                 continue
             if reply.executing:
+                await self._fence()
                 await self.store.confirmed(v, epoch=self.epoch)
                 log.info(
                     "run %s: worker %s confirmed it still runs attempt %d",
@@ -186,6 +199,7 @@ class Supervisor:
         # else: still within the deadline; the next step asks again
 
     async def _take_away(self, v: Versioned, reason: str) -> None:
+        await self._fence()
         result = await self.store.take_away(v, epoch=self.epoch, reason=reason)
         if result is None:
             return  # it finished or moved on meanwhile
@@ -214,6 +228,7 @@ class Supervisor:
                 continue
             v = await self.store.get(run_id)
             if v is not None and v.snap.state == RunState.ORPHANED:
+                await self._fence()
                 await publish_dispatch(self.bus.js, v)
                 self._republished[run_id] = now
                 did = True
@@ -228,7 +243,7 @@ class Supervisor:
                 try:
                     await self.step()
                     errors = 0
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, LeadershipLost):
                     raise
                 except Exception:
                     errors += 1

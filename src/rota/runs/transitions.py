@@ -17,6 +17,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from rota.bus.subjects import run_key
+from rota.coordination.lease import LeadershipLost
 from rota.domain.snapshot import RunSnapshot, advance, decode, tail, with_event
 from rota.domain.states import CLAIMABLE, OWNED, ContinuationState, RunState, is_terminal
 from rota.worker.executors.base import Outcome
@@ -249,6 +250,13 @@ class RunStore:
 
     # -- leader side: supervision of runs whose worker went silent -----------------
 
+    @staticmethod
+    def _fenced(s: RunSnapshot, epoch: int) -> None:
+        """A leader's write to a run a newer leader has written is refused: the
+        compare-and-set on the revision makes this check and the write one step."""
+        if s.leader_epoch > epoch:
+            raise LeadershipLost(f"run {s.run_id} carries epoch {s.leader_epoch} > {epoch}")
+
     async def _update_owned(
         self,
         seen: Versioned,
@@ -285,6 +293,7 @@ class RunStore:
         ``deadline``. While CONFIRMING the run is never re-dispatched."""
 
         def build(s: RunSnapshot) -> RunSnapshot | None:
+            self._fenced(s, epoch)
             if s.continuation_state == ContinuationState.CONFIRMING:
                 return None
             now = time.time()
@@ -304,6 +313,7 @@ class RunStore:
         """The worker answered that it still runs this attempt: CONFIRMED, it continues."""
 
         def build(s: RunSnapshot) -> RunSnapshot | None:
+            self._fenced(s, epoch)
             if s.continuation_state != ContinuationState.CONFIRMING:
                 return None
             now = time.time()
@@ -328,6 +338,7 @@ class RunStore:
         DLQ record for a FAILED one."""
 
         def build(s: RunSnapshot) -> RunSnapshot | None:
+            self._fenced(s, epoch)
             now = time.time()
             common: dict[str, Any] = {
                 "now": now,

@@ -344,3 +344,58 @@ def test_a_leader_paused_past_its_lease_writes_nothing_when_it_wakes(deployment)
         assert run["state"] == "RUNNING" and run["attempt"] == 1, run
         assert run["continuation_state"] == "CONFIRMED", run
     assert d.leader()["epoch"] == second["epoch"]
+
+
+@pytest.mark.timeout(240)
+def test_failed_runs_are_retried_with_backoff_as_their_policy_says(deployment, tmp_path):
+    """Case 5: a job whose attempts 1 and 2 exit 75 (retried, 1 s then 2 s
+    later), an exit code its policy does not retry, a run that overrides the job's
+    policy, and each failed attempt recorded with its outcome."""
+    d = deployment
+    d.worker("n1")
+    log = tmp_path / "attempts"
+    script = (
+        "import os,sys,time\n"
+        "a=int(os.environ['ROTA_ATTEMPT'])\n"
+        f"open({str(log)!r},'a').write(f'{{os.environ[\"ROTA_RUN_ID\"]}} {{a}} {{time.time()}}\\n')\n"
+        "sys.exit(75 if a < 3 else 0)\n"
+    )
+    d.define(
+        "flaky",
+        script,
+        max_attempts=4,
+        retry_backoff_seconds=1.0,
+        retry={"jitter": 0, "exit_codes": [75]},
+    )
+    run_id = d.submit("flaky")
+    waiting = wait_for(
+        lambda: (r := d.run(run_id))["state"] == "PENDING" and r["retry_at"] and r,
+        interval=0.05,
+    )
+    assert waiting["attempt"] == 1 and waiting["exit_code"] == 75
+    final = wait_for(lambda: (r := d.run(run_id))["state"] == "SUCCEEDED" and r, timeout=60)
+    assert final["attempt"] == 3 and final["retry_at"] is None
+    failed = [e for e in final["events"] if e["event"] == "ATTEMPT_FAILED"]
+    assert [(e["attempt"], e["exit_code"], e["state"]) for e in failed] == [
+        (1, 75, "FAILED"),
+        (2, 75, "FAILED"),
+    ]
+    starts = [float(line.split()[2]) for line in log.read_text().splitlines()]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(starts) == 3 and gaps[0] >= 1.0 and gaps[1] >= 2.0, gaps
+    listed = wait_for(lambda: (row := d.listed(run_id, "flaky")) and row["attempt"] == 3 and row)
+    assert listed["state"] == "SUCCEEDED"
+
+    # An exit code the policy does not retry ends the run at once.
+    d.define("broken", "import sys; sys.exit(4)", max_attempts=4, retry={"exit_codes": [75]})
+    broken = d.submit("broken")
+    ended = wait_for(lambda: (r := d.run(broken))["state"] == "FAILED" and r, timeout=30)
+    assert ended["attempt"] == 1 and ended["exit_code"] == 4
+
+    # A run overrides the job's policy; a bad override is a 422 naming the field.
+    r = d.stack.client.post("/runs", json={"job": "flaky", "retry": {"max_attempts": 1}})
+    assert r.status_code == 201, r.text
+    once = wait_for(lambda: (x := d.run(r.json()["run_id"]))["state"] == "FAILED" and x)
+    assert once["attempt"] == 1
+    bad = d.stack.client.post("/runs", json={"job": "flaky", "retry": {"tries": 1}})
+    assert bad.status_code == 422 and "retry" in bad.text

@@ -43,7 +43,14 @@ PROJECTOR_STREAM = f"KV_{subjects.RUNS_BUCKET}"
 PROJECTOR_ACK_WAIT_SECONDS = 30.0
 
 # Snapshot field → JobRun column, for the columns the projector owns.
-_TIME_FIELDS = ("assigned_at", "started_at", "finished_at", "heartbeat_at", "updated_at")
+_TIME_FIELDS = (
+    "assigned_at",
+    "started_at",
+    "finished_at",
+    "heartbeat_at",
+    "updated_at",
+    "retry_at",
+)
 _COLUMNS = (
     "state",
     "attempt",

@@ -103,6 +103,7 @@ def _fire_batch(due: list[tuple[Schedule, datetime]], now: datetime, epoch: int)
                 scheduled_for=nominal,
                 schedule_id=schedule.id,
                 leader_epoch=epoch,
+                retry=schedule.retry,
             )
             snap: RunSnapshot | None
             try:

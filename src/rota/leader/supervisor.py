@@ -11,7 +11,9 @@ Each step, from the live registry and heartbeats (server-side ages):
   record once the job's attempts are spent. A CONFIRMING run is never
   re-dispatched;
 - ORPHANED runs not dispatched again (a leader died between the two steps, a
-  stopping worker's hand-back) are published again (the message id de-duplicates).
+  stopping worker's hand-back), and retries past their time (a worker died
+  between recording the failed attempt and publishing), are published again
+  (the message id de-duplicates).
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ class Supervisor:
             if now - self._republished.get(run_id, -1e9) < 60:
                 continue
             v = await self.store.get(run_id)
-            if v is not None and v.snap.state == RunState.ORPHANED:
+            if v is not None and v.snap.state in (RunState.ORPHANED, RunState.PENDING):
                 await self._fence()
                 await publish_dispatch(self.bus.js, v)
                 self._republished[run_id] = now
@@ -269,11 +271,14 @@ def _owned_runs(worker_ids: list[str]) -> list[tuple[str, str]]:
 
 
 def _stale_orphans() -> list[str]:
+    from django.db.models import Q
+
     from rota.models import JobRun
 
     cutoff = datetime.now(UTC) - timedelta(seconds=5)
-    return list(
-        JobRun.objects.filter(state=RunState.ORPHANED, updated_at__lt=cutoff).values_list(
-            "id", flat=True
-        )[:500]
+    # ORPHANED, or a retry past its time: the worker that wrote it may have died
+    # before it published the message.
+    stale = Q(state=RunState.ORPHANED, updated_at__lt=cutoff) | Q(
+        state=RunState.PENDING, retry_at__lt=cutoff
     )
+    return list(JobRun.objects.filter(stale).values_list("id", flat=True)[:500])

@@ -665,6 +665,10 @@ class Worker:
             )
             await msg.term()
             return
+        wait = (snap.retry_at or 0.0) - time.time()
+        if wait > 0.05:  # a retry not due yet: JetStream delivers it again then
+            await msg.nak(delay=wait)
+            return
         claimed = await self.store.claim(Versioned(snap, rev), self.worker_id)
         await msg.ack()
         if claimed is not None:
@@ -734,8 +738,20 @@ class Worker:
                     live_output.reset(token)
                     await output.close()
             # Writes nothing if the run was handed back or taken over meanwhile.
-            await self.store.finish(act.version, outcome)
+            recorded = await self.store.finish(act.version, outcome)
             self.completed += 1
+            if recorded is not None and recorded.snap.state == RunState.PENDING:
+                # A retry: the message waits out retry_at in whichever worker takes it.
+                log.info(
+                    "run %s: attempt %d %s; attempt %d at %.1fs from now",
+                    snap.run_id,
+                    snap.attempt,
+                    outcome.state,
+                    snap.attempt + 1,
+                    (recorded.snap.retry_at or 0) - time.time(),
+                )
+                assert self.bus is not None
+                await publish_dispatch(self.bus.js, recorded)
         except asyncio.CancelledError:
             raise
         except Exception:

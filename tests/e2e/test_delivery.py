@@ -191,7 +191,8 @@ def _projector_holds_everything(d: Deployment) -> bool:
     return d.nats(check)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.slow
+@pytest.mark.timeout(420)
 def test_a_claim_the_dying_leader_never_projected_is_supervised_within_the_bound(
     deployment, tmp_path
 ):
@@ -217,9 +218,11 @@ def test_a_claim_the_dying_leader_never_projected_is_supervised_within_the_bound
             lambda: (r := d.run(target))["state"] == "RUNNING" and r, timeout=30, interval=0.05
         )
         assert running["worker_id"] == leader_id
-        # A batch fetched before the claim may hold the projector in SQLite's
-        # 30 s busy wait first; then it fails and the next fetch takes the claim.
-        wait_for(lambda: _projector_holds_everything(d), timeout=50, interval=0.2)
+        # Until the projector holds the claim unacknowledged. SQLite makes each
+        # leader write (one SQL thread, BEGIN IMMEDIATE) wait out its 30 s busy
+        # timeout in turn, so a batch fetched before the claim may take a minute
+        # or two to fail; the fetch after it takes the claim.
+        wait_for(lambda: _projector_holds_everything(d), timeout=200, interval=0.5)
         os.kill(leader.pid, signal.SIGKILL)
         t0 = time.monotonic()
     finally:

@@ -61,11 +61,29 @@ async def start_leader_duties(
     control = ControlClient(
         TlsFiles.from_settings(settings), epoch=epoch, timeout=t.grpc_timeout_seconds, retries=0
     )
-    registry = KvMirror(await bus.js.key_value(subjects.WORKERS_BUCKET))
-    heartbeats = KvMirror(await bus.js.key_value(subjects.HEARTBEATS_BUCKET))
-    marks = KvMirror(await bus.js.key_value(subjects.COORD_BUCKET), "detached.>")
-    for m in (registry, heartbeats, marks):
-        await m.start()
+
+    async def guarded(name: str, coro: Awaitable[None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("leader duty %s stopped", name)
+            on_failure()
+
+    # The projector first: the changes a dead leader left unapplied reach SQL
+    # while the mirrors below load (SQL lag after a takeover, operations.md).
+    projector = asyncio.create_task(guarded("projector", Projector(bus, fence=fence).run(stop)))
+    try:
+        registry = KvMirror(await bus.js.key_value(subjects.WORKERS_BUCKET))
+        heartbeats = KvMirror(await bus.js.key_value(subjects.HEARTBEATS_BUCKET))
+        marks = KvMirror(await bus.js.key_value(subjects.COORD_BUCKET), "detached.>")
+        for m in (registry, heartbeats, marks):
+            await m.start()
+    except BaseException:
+        stop.set()
+        projector.cancel()
+        raise
     # Supervise with the initial values in: a heartbeat not read yet would make
     # a healthy worker look DISCONNECTED, and its runs go CONFIRMING for nothing.
     with contextlib.suppress(TimeoutError):
@@ -82,15 +100,6 @@ async def start_leader_duties(
         marks=marks,
         fence=fence,
     )
-
-    async def guarded(name: str, coro: Awaitable[None]) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("leader duty %s stopped", name)
-            on_failure()
 
     async def settings_publisher() -> None:
         # SQL is the record; changes saved there reach KV (and every worker) here.
@@ -111,7 +120,7 @@ async def start_leader_duties(
                 await asyncio.wait_for(stop.wait(), 1.0)
 
     tasks = [
-        asyncio.create_task(guarded("projector", Projector(bus, fence=fence).run(stop))),
+        projector,
         asyncio.create_task(
             guarded("reconciler", Reconciler(RunService(bus), fence=fence).run(stop))
         ),

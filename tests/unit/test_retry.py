@@ -12,8 +12,15 @@ from rota.domain.retry import InvalidRetryPolicy, RetryPolicy, exception_type
 from rota.domain.states import RunState
 
 
-def test_defaults_retry_any_failure_and_timeouts_but_not_cancels():
+def test_by_default_nothing_is_retried_as_before():
     p = RetryPolicy()
+    assert not p.retries(RunState.FAILED, exit_code=1, error_summary="exit 1")
+    assert not p.retries(RunState.FAILED, exit_code=None, error_summary="KeyError: 'x'")
+    assert not p.retries(RunState.TIMED_OUT, exit_code=None, error_summary="timed out")
+
+
+def test_any_retries_every_failure_and_timeouts_but_not_cancels():
+    p = RetryPolicy.from_mapping({"exit_codes": "any", "exceptions": "any", "timed_out": True})
     assert p.retries(RunState.FAILED, exit_code=1, error_summary="exit 1")
     assert p.retries(RunState.FAILED, exit_code=None, error_summary="KeyError: 'x'")
     assert p.retries(RunState.TIMED_OUT, exit_code=None, error_summary="timed out")
@@ -29,15 +36,14 @@ def test_exit_codes_exceptions_and_timeouts_narrow_what_retries():
     assert not p.retries(RunState.FAILED, exit_code=None, error_summary="ValueError: bad")
     tb = "Traceback (most recent call last):\n  File x\nsocket.timeout: timed out"
     assert exception_type(tb) == "timeout"
-    assert not RetryPolicy(timed_out=False).retries(
-        RunState.TIMED_OUT, exit_code=None, error_summary=""
-    )
+    assert not RetryPolicy().retries(RunState.TIMED_OUT, exit_code=None, error_summary="")
 
 
 def test_overrides_merge_field_by_field_and_bad_ones_say_which():
     job = RetryPolicy(max_attempts=5, backoff_seconds=2.0)
     merged = job.merged({"max_attempts": 1, "jitter": None})
     assert merged.max_attempts == 1 and merged.backoff_seconds == 2.0 and merged.jitter == 0.5
+    assert RetryPolicy.from_mapping(job.merged({"exit_codes": "any"}).as_dict()).exit_codes == "any"
     with pytest.raises(InvalidRetryPolicy, match="unknown retry field"):
         job.merged({"attempts": 2})
     with pytest.raises(InvalidRetryPolicy, match="jitter"):

@@ -23,8 +23,8 @@ class JobIn(Schema):
     #: Delay before the second attempt of a failed run, doubled for each after.
     retry_backoff_seconds: float = Field(10.0, ge=0, le=604800)
     #: The rest of the retry policy: backoff_max_seconds, jitter (0..1),
-    #: exit_codes (null: any non-zero), exceptions (type names; null: any),
-    #: timed_out (retry a timeout: true/false).
+    #: exit_codes (a list, or "any" non-zero), exceptions (type names, or "any"),
+    #: timed_out (retry a timeout: true/false). By default nothing is retried.
     retry: dict[str, Any] = {}
     execution_policy: Literal["allow", "skip", "queue", "replace"] = "allow"
     subscribed_events: list[str] = []

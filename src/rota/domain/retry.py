@@ -32,6 +32,10 @@ POLICY_FIELDS = (
 )
 
 
+#: ``exit_codes`` / ``exceptions``: every one retries.
+ANY = "any"
+
+
 class InvalidRetryPolicy(InvalidInput):
     """A retry policy with an unknown field or a value out of range (422)."""
 
@@ -49,13 +53,14 @@ class RetryPolicy:
     #: Fraction of each delay drawn at random (0: none, 1: anywhere in 0..delay),
     #: so runs that failed together do not come back together.
     jitter: float = 0.5
-    #: Exit codes that retry; None: any non-zero exit code.
-    exit_codes: tuple[int, ...] | None = None
+    #: Exit codes that retry, or "any" (any non-zero one). None retry by default:
+    #: a failing job fails at once, as it always did, unless its policy says so.
+    exit_codes: tuple[int, ...] | str = ()
     #: Exception type names that retry (a python or pyoco run's error starts with
-    #: ``Type:``); None: any exception.
-    exceptions: tuple[str, ...] | None = None
+    #: ``Type:``), or "any".
+    exceptions: tuple[str, ...] | str = ()
     #: Whether a run that timed out is retried.
-    timed_out: bool = True
+    timed_out: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> RetryPolicy:
@@ -74,9 +79,9 @@ class RetryPolicy:
         for name, value in override.items():
             if value is None:
                 continue
-            if name in ("exit_codes", "exceptions"):
+            if name in ("exit_codes", "exceptions") and value != ANY:
                 if not isinstance(value, list | tuple):
-                    raise InvalidRetryPolicy(f"retry.{name} must be a list")
+                    raise InvalidRetryPolicy(f'retry.{name} must be a list or "any"')
                 value = tuple(value)
             changes[name] = value
         policy = replace(self, **changes)
@@ -92,21 +97,21 @@ class RetryPolicy:
                 raise InvalidRetryPolicy(f"retry.{name} must be 0..604800 seconds")
         if not isinstance(self.jitter, int | float) or not 0 <= self.jitter <= 1:
             raise InvalidRetryPolicy("retry.jitter must be between 0 and 1")
-        if self.exit_codes is not None and not all(
+        if self.exit_codes != ANY and not all(
             isinstance(c, int) and not isinstance(c, bool) for c in self.exit_codes
         ):
-            raise InvalidRetryPolicy("retry.exit_codes must be integers")
-        if self.exceptions is not None and not all(
-            isinstance(e, str) and e for e in self.exceptions
+            raise InvalidRetryPolicy('retry.exit_codes must be integers or "any"')
+        if self.exceptions != ANY and not all(
+            isinstance(e, str) and e.isidentifier() for e in self.exceptions
         ):
-            raise InvalidRetryPolicy("retry.exceptions must be exception type names")
+            raise InvalidRetryPolicy('retry.exceptions must be exception type names or "any"')
         if not isinstance(self.timed_out, bool):
             raise InvalidRetryPolicy("retry.timed_out must be true or false")
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for name in ("exit_codes", "exceptions"):
-            if out[name] is not None:
+            if out[name] != ANY:
                 out[name] = list(out[name])
         return out
 
@@ -117,8 +122,8 @@ class RetryPolicy:
         if state != RunState.FAILED:
             return False
         if exit_code is not None and exit_code != 0:
-            return self.exit_codes is None or exit_code in self.exit_codes
-        if self.exceptions is None:
+            return self.exit_codes == ANY or exit_code in self.exit_codes
+        if self.exceptions == ANY:
             return True
         return exception_type(error_summary) in self.exceptions
 

@@ -36,6 +36,14 @@ class ControlError(RotaError):
 class WorkerUnreachable(ControlError):
     """No answer (connection refused, TLS refused, deadline): the worker may be gone."""
 
+    @property
+    def refused(self) -> bool:
+        """Nothing listens at the endpoint: the process is gone (a paused one
+        still accepts connections and times out instead)."""
+        return self.code == grpc.StatusCode.UNAVAILABLE and "connection refused" in (
+            self.message.lower()
+        )
+
 
 class StaleEpoch(ControlError):
     """The worker has seen a newer leader: this caller must stop acting as leader."""

@@ -29,7 +29,7 @@ import orjson
 
 from rota.bus import subjects
 from rota.bus.connection import Bus
-from rota.control.client import ControlClient, ControlError, StaleEpoch
+from rota.control.client import ControlClient, ControlError, StaleEpoch, WorkerUnreachable
 from rota.coordination.lease import LeaderFence, LeadershipLost
 from rota.coordination.mirror import KvMirror
 from rota.domain.states import ContinuationState, RunState
@@ -177,6 +177,13 @@ class Supervisor:
                 return
             except ControlError as exc:
                 log.debug("ConfirmContinuation %s on %s: %s", run_id, endpoint, exc)
+                if isinstance(exc, WorkerUnreachable) and exc.refused:
+                    # Nothing listens there: the worker process is gone, and its
+                    # runs' processes with it. Waiting out the deadline gains nothing.
+                    await self._take_away(
+                        v, f"worker {v.snap.worker_id} is gone: {endpoint} refuses connections"
+                    )
+                    return
                 continue
             if reply.executing:
                 await self._fence()

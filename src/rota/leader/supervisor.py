@@ -117,6 +117,25 @@ class Supervisor:
         if time.monotonic() - self._last_orphan_sweep > 5.0:
             self._last_orphan_sweep = time.monotonic()
             did = await self._redispatch_orphans() or did
+            did = await self._settle_confirming(states, silent) or did
+        return did
+
+    async def _settle_confirming(self, states: dict, silent: dict) -> bool:
+        """Runs left CONFIRMING by an earlier leader (it died, or was deposed,
+        mid-confirmation) whose worker is back: ask the worker, so that each
+        ends CONFIRMED or taken away instead of CONFIRMING for good."""
+        rows = await sql_writer().call(_confirming_runs)
+        did = False
+        for run_id, worker_id in rows:
+            if run_id in self._confirming or worker_id in silent or worker_id not in states:
+                continue
+            v = await self.store.get(run_id)
+            if v is None or v.snap.worker_id != worker_id:
+                continue
+            if v.snap.continuation_state != ContinuationState.CONFIRMING:
+                continue
+            endpoint = states[worker_id][1].get("grpc_endpoint", "")
+            did = await self._supervise(v, endpoint) or did
         return did
 
     async def _supervise(self, v: Versioned, endpoint: str) -> bool:
@@ -274,6 +293,17 @@ def _owned_runs(worker_ids: list[str]) -> list[tuple[str, str]]:
             worker_id__in=worker_ids,
             state__in=[RunState.ASSIGNED, RunState.RUNNING, RunState.CANCELLING],
         ).values_list("id", "worker_id")[:1000]
+    )
+
+
+def _confirming_runs() -> list[tuple[str, str]]:
+    from rota.models import JobRun
+
+    return list(
+        JobRun.objects.filter(
+            continuation_state=ContinuationState.CONFIRMING,
+            state__in=[RunState.ASSIGNED, RunState.RUNNING, RunState.CANCELLING],
+        ).values_list("id", "worker_id")[:500]
     )
 
 

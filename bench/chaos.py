@@ -329,6 +329,10 @@ class Harness:
             "target": sys.executable,
             "args": ["-c", JOB_SCRIPT, str(self.history), str(self.args.job_seconds)],
             "max_attempts": 20,
+            # A job process that crashes (a signal, a non-zero exit) is retried:
+            # the job's own failure is not what the harness checks.
+            "retry_backoff_seconds": 0.5,
+            "retry": {"exit_codes": "any", "jitter": 0},
         }
         r = api.post("/jobs", json=job)
         if r.status_code not in (201, 409):
@@ -506,13 +510,12 @@ class Harness:
             time.sleep(0.5)
 
     def taken_away_at(self, run_id: str, attempt: int) -> float | None:
+        return self.event_at(run_id, attempt, ("ORPHANED", "FAILED"))
+
+    def event_at(self, run_id: str, attempt: int, names: tuple[str, ...]) -> float | None:
         events = self.dep.api().get(f"/runs/{run_id}").json().get("events") or []
         return next(
-            (
-                e["at"]
-                for e in events
-                if e.get("event") in ("ORPHANED", "FAILED") and e.get("attempt") == attempt
-            ),
+            (e["at"] for e in events if e.get("event") in names and e.get("attempt") == attempt),
             None,
         )
 
@@ -552,7 +555,10 @@ class Harness:
             ordered = sorted(runs, key=lambda e: (e.attempt, e.start))
             for a, b in zip(ordered, ordered[1:], strict=False):
                 hit = [f for f in hits[a.worker] if a.start - 0.5 <= f.at <= b.start]
-                overlapped = a.end is None or a.end > b.start
+                a_end = a.end
+                if a_end is None:  # a job process that crashed: its failure was recorded
+                    a_end = self.event_at(run_id, a.attempt, ("ATTEMPT_FAILED",))
+                overlapped = a_end is None or a_end > b.start
                 if overlapped and not hit:
                     rep.violations.append(
                         f"run {run_id}: attempts {a.attempt} and {b.attempt} ran at once "

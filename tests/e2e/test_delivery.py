@@ -208,7 +208,7 @@ def test_a_claim_the_dying_leader_never_projected_is_supervised_within_the_bound
     leader_id = d.worker_entry(leader.pid)["worker_id"]
     d.worker("n2", tags="other")  # the standby
     d.define("blocker", "import time; time.sleep(2)", tags=["x"])
-    d.define("long", "import time; time.sleep(60)", tags=["x"])
+    d.define("long", "import time; time.sleep(900)", tags=["x"])
     blocker = d.submit("blocker")
     wait_for(lambda: d.run(blocker)["state"] == "RUNNING")
     target = d.submit("long")  # waits for the leader's one slot

@@ -271,7 +271,8 @@ def test_a_worker_leaves_no_pinned_consumer_behind(deployment):
     """Case 4: a worker's pin_<id> consumer goes with it: at once on a graceful
     stop, within PIN_INACTIVE_SECONDS after a SIGKILL."""
     from rota.bus.subjects import safe_token
-    from rota.worker.daemon import PIN_INACTIVE_SECONDS
+
+    pin_inactive_seconds = 30.0  # rota.worker.daemon.PIN_INACTIVE_SECONDS
 
     d = deployment
     graceful = d.worker("n1", roles="execute")
@@ -287,7 +288,7 @@ def test_a_worker_leaves_no_pinned_consumer_behind(deployment):
     killed.kill()
     killed.wait()
     t0 = time.monotonic()
-    wait_for(lambda: pins[killed.pid] not in _pin_consumers(d), timeout=PIN_INACTIVE_SECONDS + 30)
+    wait_for(lambda: pins[killed.pid] not in _pin_consumers(d), timeout=pin_inactive_seconds + 30)
     print(f"\na SIGKILLed worker's pinned consumer went after {time.monotonic() - t0:.1f}s")
 
 

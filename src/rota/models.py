@@ -61,7 +61,11 @@ class JobDefinition(models.Model):
     #: Attempts a run may take; a run taken from a lost worker is retried while
     #: attempts remain, then FAILED with a DLQ record.
     max_attempts = models.PositiveIntegerField(default=3)
+    #: Delay before the second attempt of a failed run, doubled for each after.
     retry_backoff_seconds = models.FloatField(default=10.0)
+    #: The rest of the retry policy (rota.domain.retry.RetryPolicy fields:
+    #: backoff_max_seconds, jitter, exit_codes, exceptions, timed_out).
+    retry = models.JSONField(default=dict, blank=True)
     execution_policy = models.CharField(
         max_length=10, choices=ExecutionPolicy.choices, default=ExecutionPolicy.ALLOW
     )
@@ -99,6 +103,8 @@ class Schedule(models.Model):
     execution_policy = models.CharField(
         max_length=10, choices=ExecutionPolicy.choices, default=ExecutionPolicy.ALLOW
     )
+    #: Retry policy fields the runs of this schedule override.
+    retry = models.JSONField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
     fired_count = models.PositiveBigIntegerField(default=0)
     skipped_count = models.PositiveBigIntegerField(default=0)
@@ -176,6 +182,10 @@ class JobRun(models.Model):
     log_ref = models.CharField(max_length=300, blank=True)
     #: Supervision, hand-back, cancel and retry events, oldest first (from the snapshot).
     events = models.JSONField(default=list, blank=True)
+    #: Retry policy fields this run overrides (its schedule's, then its own).
+    retry = models.JSONField(null=True, blank=True)
+    #: A failed attempt's run waits (PENDING) for its next attempt until then.
+    retry_at = models.DateTimeField(null=True, blank=True)
     #: Pyoco flow runs: task name -> state (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED).
     tasks = models.JSONField(default=dict, blank=True)
     #: Pyoco flow runs: task name -> record (state, timings, error, output preview).

@@ -288,6 +288,12 @@ async def test_status_start_confirm_and_cancel_of_a_command(bus, worker, client,
 
     assert (await client.confirm_continuation(worker.grpc_endpoint, run.id, 1)).executing
     assert not (await client.confirm_continuation(worker.grpc_endpoint, run.id, 2)).executing
+    mine = await client.confirm_continuation(worker.grpc_endpoint, run.id, 1, worker.worker_id)
+    assert mine.executing and not mine.not_me and mine.worker_id == worker.worker_id
+    # A restarted worker on the same address is another instance: it must not
+    # answer for its predecessor.
+    other = await client.confirm_continuation(worker.grpc_endpoint, run.id, 1, "n1-deadbeef")
+    assert not other.executing and other.not_me and other.worker_id == worker.worker_id
 
     pid = int(pidfile.read_text())
     t0 = time.monotonic()

@@ -63,6 +63,16 @@ mode = "broadcast"
     assert (t.desired_instances, t.mode) == (2, Mode.BROADCAST)
 
 
+def test_system_topics_may_be_private_responses() -> None:
+    """miclow's examples list system.* topics among the answers a task gets."""
+    config = loads_config(
+        TASK + 'private_response_topics = ["system.taskstatus", "answers"]\n',
+        path="/etc/pods.toml",
+        environ={},
+    )
+    assert config.tasks[0].private_response_topics == ("system.taskstatus", "answers")
+
+
 def test_miclow_spelling_environment_is_accepted() -> None:
     (t,) = loads_config(
         '[[tasks]]\ntask_name = "a"\ncommand = "x"\nenvironment = { K = "v" }\n', environ={}

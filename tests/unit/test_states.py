@@ -146,6 +146,7 @@ def test_unknown_state_names_are_rejected():
         [S.PENDING, S.RUNNING, S.CANCELLING, S.CANCELLED],
         [S.PENDING, S.RUNNING, S.ORPHANED, S.RUNNING, S.FAILED],
         [S.PENDING, S.RUNNING, S.TIMED_OUT],
+        [S.PENDING, S.RUNNING, S.PENDING, S.RUNNING, S.SUCCEEDED],  # a failed attempt retried
         [S.PENDING, S.SKIPPED],
         [S.PENDING, S.CANCELLED],
         [S.ORPHANED, S.ASSIGNED],
@@ -168,7 +169,7 @@ def test_lifecycle_paths_that_must_be_allowed(path):
         (S.PENDING, S.ORPHANED),
         (S.FAILED, S.ORPHANED),
         (S.SKIPPED, S.PENDING),
-        (S.RUNNING, S.PENDING),
+        (S.CANCELLING, S.PENDING),
         (S.CANCELLING, S.RUNNING),
         (S.RUNNING, S.SKIPPED),
     ],

@@ -170,6 +170,7 @@ def run_from_snapshot(s: RunSnapshot, row: JobRun | None = None) -> dict[str, An
         "stderr": s.stderr,
         "continuation_state": s.continuation_state,
         "continuation_check_deadline_at": _dt(s.continuation_deadline_at),
+        "retry_at": _dt(s.retry_at),
         "created_at": _dt(s.created_at),
         "scheduled_for": _dt(s.scheduled_for),
         "started_at": _dt(s.started_at),
@@ -208,6 +209,7 @@ def run_from_row(r: JobRun, logs: dict[str, str] | None = None) -> dict[str, Any
         "stderr": logs.get("stderr", ""),
         "continuation_state": r.continuation_state,
         "continuation_check_deadline_at": r.continuation_check_deadline_at,
+        "retry_at": r.retry_at,
         "created_at": r.created_at,
         "scheduled_for": r.scheduled_for,
         "started_at": r.started_at,
@@ -220,6 +222,21 @@ def run_from_row(r: JobRun, logs: dict[str, str] | None = None) -> dict[str, Any
         "task_records_truncated": r.task_records_truncated,
         **yaml_info(r.flow_yaml),
     }
+
+
+def check_job_retry(retry: dict[str, Any]) -> None:
+    """A job's ``retry`` fields: a RetryPolicy's, but for the two the job has
+    columns for (max_attempts, retry_backoff_seconds). 422 otherwise."""
+    from rota.domain.retry import RetryPolicy
+
+    for own in ("max_attempts", "backoff_seconds"):
+        if own in retry:
+            raise InvalidInput(
+                f"retry.{own} is the job's own field: set "
+                f"{'max_attempts' if own == 'max_attempts' else 'retry_backoff_seconds'} instead",
+                field="retry",
+            )
+    RetryPolicy().merged(retry)
 
 
 def job_out(j: JobDefinition) -> dict[str, Any]:
@@ -236,6 +253,8 @@ def job_out(j: JobDefinition) -> dict[str, Any]:
         "description": j.description,
         "category": j.category,
         "max_attempts": j.max_attempts,
+        "retry_backoff_seconds": j.retry_backoff_seconds,
+        "retry": j.retry or {},
         "execution_policy": j.execution_policy,
         "subscribed_events": j.subscribed_events,
         "enabled": j.enabled,
@@ -288,6 +307,7 @@ async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-unty
     if body.default_params:
         validate_params(body.params_schema, body.default_params)
     _check_kind_args(body.kind, body.args)
+    check_job_retry(body.retry)
     try:
         job = await JobDefinition.objects.acreate(
             name=body.name,
@@ -301,6 +321,8 @@ async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-unty
             description=body.description,
             category=body.category,
             max_attempts=body.max_attempts,
+            retry_backoff_seconds=body.retry_backoff_seconds,
+            retry=body.retry,
             execution_policy=body.execution_policy,
             subscribed_events=body.subscribed_events,
             enabled=body.enabled,
@@ -336,6 +358,8 @@ class JobPatch(Schema):
     description: str | None = None
     category: str | None = None
     max_attempts: int | None = Field(None, ge=1, le=100)
+    retry_backoff_seconds: float | None = Field(None, ge=0, le=604800)
+    retry: dict[str, Any] | None = None
     execution_policy: str | None = None
     subscribed_events: list[str] | None = None
     enabled: bool | None = None
@@ -363,6 +387,7 @@ def _patch_job(name: str, changes: dict[str, Any]) -> JobDefinition:
     if job.default_params:
         validate_params(job.params_schema, job.default_params)
     _check_kind_args(job.kind, job.args)
+    check_job_retry(job.retry)
     job.save()
     return job
 
@@ -425,7 +450,7 @@ async def submit_run(request: HttpRequest, body: RunIn):  # type: ignore[no-unty
         raise InvalidInput("Idempotency-Key is longer than 200 characters", field="Idempotency-Key")
     bus = await get_bus()
     run, created = await RunService(bus).submit(
-        RunRequest(job=job, params=body.params, tag=body.tag, idempotency_key=key)
+        RunRequest(job=job, params=body.params, tag=body.tag, idempotency_key=key, retry=body.retry)
     )
     if created:
         return Status(201, run_from_row(run))

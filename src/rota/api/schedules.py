@@ -41,6 +41,9 @@ class ScheduleIn(Schema):
     timezone: str = "UTC"
     dst_policy: str = cal.SHIFT_FORWARD_FIRST
     catch_up_seconds: int = Field(300, ge=0, le=7 * 24 * 3600)
+    retry: dict[str, Any] | None = Field(
+        None, description="retry policy fields its runs override (see the job's retry)"
+    )
 
 
 class SchedulePatch(Schema):
@@ -56,6 +59,7 @@ class SchedulePatch(Schema):
     timezone: str | None = None
     dst_policy: str | None = None
     catch_up_seconds: int | None = Field(None, ge=0, le=7 * 24 * 3600)
+    retry: dict[str, Any] | None = None
 
 
 def schedule_out(s: Schedule) -> dict[str, Any]:
@@ -79,6 +83,7 @@ def schedule_out(s: Schedule) -> dict[str, Any]:
         "timezone": s.timezone,
         "dst_policy": s.dst_policy,
         "catch_up_seconds": s.catch_up_seconds,
+        "retry": s.retry,
         "fired_count": s.fired_count,
         "skipped_count": s.skipped_count,
         "missed_count": s.missed_count,
@@ -117,6 +122,11 @@ def _apply(s: Schedule, data: dict[str, Any], job: JobDefinition) -> None:
     ):
         if data.get(key) is not None:
             setattr(s, attr, data[key])
+    if data.get("retry") is not None:
+        from rota.runs.service import job_retry_policy
+
+        job_retry_policy(job).merged(data["retry"])  # 422 naming the field if bad
+        s.retry = data["retry"] or None
     if data.get("timezone") is not None:
         s.timezone = cal.validate_timezone(data["timezone"])
     if data.get("dst_policy") is not None:
@@ -261,7 +271,7 @@ async def run_schedule_now(request: HttpRequest, schedule_id: int):  # type: ign
 
         raise Conflict(f"job {s.job.name!r} is disabled")
     run, _ = await RunService(await get_bus()).submit(
-        RunRequest(job=s.job, params=s.params, schedule_id=s.id)
+        RunRequest(job=s.job, params=s.params, schedule_id=s.id, retry=s.retry)
     )
     await record(actor_of(request), "schedule.run_now", s.name, id=s.id, run_id=run.id)
     return Status(201, run_from_row(run))

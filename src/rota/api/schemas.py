@@ -22,6 +22,12 @@ class JobIn(Schema):
     description: str = ""
     category: str = ""
     max_attempts: int = Field(3, ge=1, le=100)
+    #: Delay before the second attempt of a failed run, doubled for each after.
+    retry_backoff_seconds: float = Field(10.0, ge=0, le=604800)
+    #: The rest of the retry policy: backoff_max_seconds, jitter (0..1),
+    #: exit_codes (a list, or "any" non-zero), exceptions (type names, or "any"),
+    #: timed_out (retry a timeout: true/false). By default nothing is retried.
+    retry: dict[str, Any] = {}
     execution_policy: ExecutionPolicyName = "allow"
     subscribed_events: list[str] = []
     enabled: bool = True
@@ -40,6 +46,8 @@ class JobOut(Schema):
     description: str
     category: str
     max_attempts: int
+    retry_backoff_seconds: float
+    retry: dict[str, Any]
     execution_policy: str
     subscribed_events: list[str]
     enabled: bool
@@ -56,6 +64,9 @@ class RunIn(Schema):
     tag: str | None = Field(None, min_length=1, max_length=100)
     #: Tags of a flow run (a job's runs take the job's tags).
     tags: list[str] = []
+    #: Retry policy fields this run overrides (see JobIn.retry; max_attempts
+    #: and backoff_seconds too).
+    retry: dict[str, Any] | None = None
 
 
 class RunOut(Schema):
@@ -81,6 +92,8 @@ class RunOut(Schema):
     stderr: str = ""
     continuation_state: str
     continuation_check_deadline_at: datetime | None = None
+    #: A failed attempt's run (PENDING) starts its next attempt at this time.
+    retry_at: datetime | None = None
     created_at: datetime
     scheduled_for: datetime | None = None
     started_at: datetime | None = None

@@ -36,6 +36,14 @@ class ControlError(RotaError):
 class WorkerUnreachable(ControlError):
     """No answer (connection refused, TLS refused, deadline): the worker may be gone."""
 
+    @property
+    def refused(self) -> bool:
+        """Nothing listens at the endpoint: the process is gone (a paused one
+        still accepts connections and times out instead)."""
+        return self.code == grpc.StatusCode.UNAVAILABLE and "connection refused" in (
+            self.message.lower()
+        )
+
 
 class StaleEpoch(ControlError):
     """The worker has seen a newer leader: this caller must stop acting as leader."""
@@ -172,12 +180,14 @@ class ControlClient:
         return await self._call(endpoint, "Drain", pb.DrainRequest())
 
     async def confirm_continuation(
-        self, endpoint: str, run_id: str, attempt: int
+        self, endpoint: str, run_id: str, attempt: int, worker_id: str = ""
     ) -> pb.ConfirmContinuationReply:
+        """Is the worker instance ``worker_id`` at ``endpoint`` still executing
+        ``run_id`` at ``attempt``? ``not_me`` in the reply: another instance answered."""
         return await self._call(
             endpoint,
             "ConfirmContinuation",
-            pb.ConfirmContinuationRequest(run_id=run_id, attempt=attempt),
+            pb.ConfirmContinuationRequest(run_id=run_id, attempt=attempt, worker_id=worker_id),
         )
 
     async def close(self) -> None:

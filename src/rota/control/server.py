@@ -39,7 +39,7 @@ class ControlledWorker(Protocol):
 
     async def drain(self) -> int: ...
 
-    def confirm(self, run_id: str, attempt: int) -> tuple[bool, str, float]: ...
+    def confirm(self, run_id: str, attempt: int, owner: str = "") -> tuple[bool, str, float]: ...
 
 
 class WorkerControlServicer(pb_grpc.WorkerControlServicer):
@@ -115,9 +115,18 @@ class WorkerControlServicer(pb_grpc.WorkerControlServicer):
         self, request: pb.ConfirmContinuationRequest, context: aio.ServicerContext
     ) -> pb.ConfirmContinuationReply:
         await self._admit(context)
-        executing, state, heartbeat_at = self.worker.confirm(request.run_id, request.attempt)
+        executing, state, heartbeat_at = self.worker.confirm(
+            request.run_id, request.attempt, request.worker_id
+        )
+        not_me = (
+            bool(request.worker_id) and not executing and request.worker_id != self.worker.worker_id
+        )
         return pb.ConfirmContinuationReply(
-            executing=executing, state=state, heartbeat_at=heartbeat_at
+            executing=executing,
+            state=state,
+            heartbeat_at=heartbeat_at,
+            not_me=not_me,
+            worker_id=self.worker.worker_id,
         )
 
 

@@ -35,6 +35,11 @@ class RunSnapshot:
     tags: list[str] = field(default_factory=list)
     timeout: float | None = None
     max_attempts: int = 3
+    #: The effective retry policy (rota.domain.retry.RetryPolicy as a dict);
+    #: empty: the defaults with ``max_attempts``.
+    retry: dict[str, Any] = field(default_factory=dict)
+    #: A failed attempt's run (PENDING) is not claimed before this time.
+    retry_at: float | None = None
     state: str = RunState.PENDING
     attempt: int = 0
     version: int = 0

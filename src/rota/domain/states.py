@@ -48,7 +48,8 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     S.PENDING: frozenset({S.ASSIGNED, S.RUNNING, S.CANCELLED, S.SKIPPED, S.FAILED}),
     # Claimed ahead of its start time (assign_ahead_seconds) or by StartJob.
     S.ASSIGNED: frozenset({S.RUNNING, S.CANCELLING, S.CANCELLED, S.ORPHANED, S.FAILED}),
-    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLING, S.ORPHANED}),
+    # PENDING again: a failed attempt waiting for its retry (``retry_at``).
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLING, S.ORPHANED, S.PENDING}),
     # The owner is asked to stop; it reports CANCELLED, or the run finished first.
     S.CANCELLING: frozenset({S.CANCELLED, S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.ORPHANED}),
     # Taken from a lost worker (or handed back on shutdown): claimed again with

@@ -15,6 +15,7 @@ from rota.bus import subjects
 from rota.bus.connection import Bus
 from rota.bus.resources import set_lease_ttl
 from rota.conf import RotaSettings
+from rota.coordination.lease import LeaderFence, LeadershipLost
 from rota.coordination.mirror import KvMirror
 from rota.domain.workers import Thresholds
 from rota.runs.sqlwriter import sql_writer
@@ -56,14 +57,33 @@ async def start_leader_duties(
 
     stop = asyncio.Event()
     t = thresholds()
+    fence = LeaderFence(await bus.js.key_value(subjects.LEASES_BUCKET), epoch)
     control = ControlClient(
         TlsFiles.from_settings(settings), epoch=epoch, timeout=t.grpc_timeout_seconds, retries=0
     )
-    registry = KvMirror(await bus.js.key_value(subjects.WORKERS_BUCKET))
-    heartbeats = KvMirror(await bus.js.key_value(subjects.HEARTBEATS_BUCKET))
-    marks = KvMirror(await bus.js.key_value(subjects.COORD_BUCKET), "detached.>")
-    for m in (registry, heartbeats, marks):
-        await m.start()
+
+    async def guarded(name: str, coro: Awaitable[None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("leader duty %s stopped", name)
+            on_failure()
+
+    # The projector first: the changes a dead leader left unapplied reach SQL
+    # while the mirrors below load (SQL lag after a takeover, operations.md).
+    projector = asyncio.create_task(guarded("projector", Projector(bus, fence=fence).run(stop)))
+    try:
+        registry = KvMirror(await bus.js.key_value(subjects.WORKERS_BUCKET))
+        heartbeats = KvMirror(await bus.js.key_value(subjects.HEARTBEATS_BUCKET))
+        marks = KvMirror(await bus.js.key_value(subjects.COORD_BUCKET), "detached.>")
+        for m in (registry, heartbeats, marks):
+            await m.start()
+    except BaseException:
+        stop.set()
+        projector.cancel()
+        raise
     # Supervise with the initial values in: a heartbeat not read yet would make
     # a healthy worker look DISCONNECTED, and its runs go CONFIRMING for nothing.
     with contextlib.suppress(TimeoutError):
@@ -78,16 +98,8 @@ async def start_leader_duties(
         registry=registry,
         heartbeats=heartbeats,
         marks=marks,
+        fence=fence,
     )
-
-    async def guarded(name: str, coro: Awaitable[None]) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("leader duty %s stopped", name)
-            on_failure()
 
     async def settings_publisher() -> None:
         # SQL is the record; changes saved there reach KV (and every worker) here.
@@ -96,22 +108,29 @@ async def start_leader_duties(
             try:
                 current, updated = await sql_writer().call(_load_thresholds)
                 if updated != last:
+                    await fence.check()
                     await publish_thresholds(bus, current)
                     await set_lease_ttl(bus.js, current.leader_lease_seconds)
                     last = updated
+            except LeadershipLost:
+                raise
             except Exception:
                 log.warning("publishing settings failed", exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
     tasks = [
-        asyncio.create_task(guarded("projector", Projector(bus).run(stop))),
-        asyncio.create_task(guarded("reconciler", Reconciler(RunService(bus)).run(stop))),
+        projector,
+        asyncio.create_task(
+            guarded("reconciler", Reconciler(RunService(bus), fence=fence).run(stop))
+        ),
         asyncio.create_task(guarded("supervisor", supervisor.run(stop))),
         asyncio.create_task(
             guarded(
                 "scheduler",
-                Scheduler(bus, epoch=epoch, thresholds=thresholds, control=control).run(stop),
+                Scheduler(
+                    bus, epoch=epoch, thresholds=thresholds, control=control, fence=fence
+                ).run(stop),
             )
         ),
         asyncio.create_task(guarded("settings", settings_publisher())),

@@ -19,9 +19,11 @@ from typing import Any
 from django.db import connection, transaction
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from rota.bus import subjects
 from rota.bus.connection import Bus
+from rota.coordination.lease import LeaderFence
 from rota.domain.clock import utc_from_ts as _ts
 from rota.domain.histograms import RunTimings
 from rota.domain.snapshot import RunSnapshot, decode
@@ -34,9 +36,21 @@ from rota.steps import run_steps
 log = logging.getLogger(__name__)
 
 BATCH = 1000
+PROJECTOR_STREAM = f"KV_{subjects.RUNS_BUCKET}"
+#: A batch neither acknowledged nor given back (nak) within this is delivered
+#: again. A failed batch is given back at once; a new leader does not wait for
+#: this either (:meth:`Projector._take_over`).
+PROJECTOR_ACK_WAIT_SECONDS = 30.0
 
 # Snapshot field → JobRun column, for the columns the projector owns.
-_TIME_FIELDS = ("assigned_at", "started_at", "finished_at", "heartbeat_at", "updated_at")
+_TIME_FIELDS = (
+    "assigned_at",
+    "started_at",
+    "finished_at",
+    "heartbeat_at",
+    "updated_at",
+    "retry_at",
+)
 _COLUMNS = (
     "state",
     "attempt",
@@ -128,31 +142,68 @@ def apply_snapshots(snaps: list[RunSnapshot], timings: RunTimings | None = None)
 class Projector:
     """Leader duty: a step that projects one batch and says whether it did work."""
 
-    def __init__(self, bus: Bus, *, batch: int = BATCH) -> None:
+    def __init__(self, bus: Bus, *, batch: int = BATCH, fence: LeaderFence | None = None) -> None:
         self.bus = bus
+        self.fence = fence
         self.batch = batch
         self._sub = None
         self.timings = TimingsStore(bus)
 
     async def _subscription(self):  # type: ignore[no-untyped-def]
         if self._sub is None:
-            stream = f"KV_{subjects.RUNS_BUCKET}"
-            self._sub = await self.bus.js.pull_subscribe(
-                f"$KV.{subjects.RUNS_BUCKET}.>",
-                durable=subjects.PROJECTOR_CONSUMER,
-                stream=stream,
-                config=ConsumerConfig(
-                    # Explicit, not ALL: with ALL, one projector's ack would also
-                    # acknowledge another's batch still being applied (or failed).
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=60,
-                    max_ack_pending=-1,
-                ),
+            await self._take_over()
+            self._sub = await self.bus.js.pull_subscribe_bind(
+                subjects.PROJECTOR_CONSUMER, stream=PROJECTOR_STREAM
             )
         return self._sub
 
+    async def _take_over(self) -> None:
+        """Start projecting where the last projector's acknowledgements end.
+
+        A leader that died (or was paused) holds its fetched batch unacknowledged
+        until ack_wait; until then a new leader's fetches skip those changes, and
+        SQL — lists, supervision, the skip/queue policies — lags KV. So a new
+        projector re-creates the consumer from its ack floor: everything past it
+        is delivered again at once (applying a change twice changes nothing)."""
+        js = self.bus.js
+        start: int | None = None
+        try:
+            info = await js.consumer_info(PROJECTOR_STREAM, subjects.PROJECTOR_CONSUMER)
+        except NotFoundError:
+            info = None
+        if info is not None:
+            start = info.ack_floor.stream_seq + 1 if info.ack_floor else 1
+            if info.num_ack_pending:
+                log.info(
+                    "projector: %d change(s) fetched by a previous leader and never "
+                    "acknowledged; projecting again from stream sequence %d",
+                    info.num_ack_pending,
+                    start,
+                )
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(PROJECTOR_STREAM, subjects.PROJECTOR_CONSUMER)
+        await js.add_consumer(
+            PROJECTOR_STREAM,
+            config=ConsumerConfig(
+                durable_name=subjects.PROJECTOR_CONSUMER,
+                filter_subject=f"$KV.{subjects.RUNS_BUCKET}.>",
+                # Explicit, not ALL: with ALL, one projector's ack would also
+                # acknowledge another's batch still being applied (or failed).
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=(
+                    DeliverPolicy.ALL if start is None else DeliverPolicy.BY_START_SEQUENCE
+                ),
+                opt_start_seq=start,
+                ack_wait=PROJECTOR_ACK_WAIT_SECONDS,
+                max_ack_pending=-1,
+            ),
+        )
+
     async def step(self, timeout: float = 1.0) -> int:
+        if self.fence is not None:
+            # A deposed leader fetching from the consumer would hold changes back
+            # from the new leader's projector until they were given back.
+            await self.fence.check()
         sub = await self._subscription()
         try:
             msgs = await sub.fetch(self.batch, timeout=timeout)
@@ -170,7 +221,13 @@ class Projector:
                 snaps.append(decode(m.data))
             except Exception:  # a value rota did not write: skip it, never stall on it
                 log.warning("projector: undecodable snapshot on %s", m.subject)
-        applied = await sql_writer().call(apply_snapshots, snaps, await self.timings.current())
+        try:
+            applied = await sql_writer().call(apply_snapshots, snaps, await self.timings.current())
+        except Exception:
+            for m in msgs:  # back at once, not after ack_wait
+                with contextlib.suppress(Exception):
+                    await m.nak(delay=1.0)
+            raise
         # Only after the batch is committed; a failed batch is redelivered after
         # ack_wait (applying it again changes nothing).
         for m in msgs:

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+from rota.coordination.lease import LeaderFence
 from rota.domain.states import RunState
 from rota.models import JobRun
 from rota.runs.service import RunService, snapshot_for
@@ -20,9 +21,15 @@ log = logging.getLogger(__name__)
 
 class Reconciler:
     def __init__(
-        self, service: RunService, *, grace_seconds: float = 10.0, batch: int = 500
+        self,
+        service: RunService,
+        *,
+        grace_seconds: float = 10.0,
+        batch: int = 500,
+        fence: LeaderFence | None = None,
     ) -> None:
         self.service = service
+        self.fence = fence
         self.grace = timedelta(seconds=grace_seconds)
         self.batch = batch
 
@@ -43,6 +50,8 @@ class Reconciler:
         rows = await sql_writer().call(self._undispatched)
         snaps = [snapshot_for(r, r.job) for r in rows if r.job is not None or r.flow_name]
         if snaps:
+            if self.fence is not None:
+                await self.fence.check()
             log.info("reconciler: dispatching %d run(s) a crash left undispatched", len(snaps))
             await self.service.dispatch(snaps)
         return len(snaps)

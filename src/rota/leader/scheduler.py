@@ -32,6 +32,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 
 from rota.bus.connection import Bus
+from rota.coordination.lease import LeaderFence
 from rota.domain.schedules import FireCalendar
 from rota.domain.snapshot import RunSnapshot
 from rota.domain.states import RunState
@@ -102,6 +103,7 @@ def _fire_batch(due: list[tuple[Schedule, datetime]], now: datetime, epoch: int)
                 scheduled_for=nominal,
                 schedule_id=schedule.id,
                 leader_epoch=epoch,
+                retry=schedule.retry,
             )
             snap: RunSnapshot | None
             try:
@@ -196,8 +198,10 @@ class Scheduler:
         thresholds: Callable[[], Thresholds],
         control=None,  # type: ignore[no-untyped-def]
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        fence: LeaderFence | None = None,
     ) -> None:
         self.bus = bus
+        self.fence = fence
         self.clock = clock
         self.epoch = epoch
         self.thresholds = thresholds
@@ -243,6 +247,8 @@ class Scheduler:
             if sid in self.schedules
         ]
         released: list[JobRun] = []
+        if self.fence is not None and (due or time.monotonic() - self._released > 0.5):
+            await self.fence.check()  # every write below is a leader's
         if time.monotonic() - self._released > 0.5:
             self._released = time.monotonic()
             released = await sql_writer().call(_release_queued)

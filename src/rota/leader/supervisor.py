@@ -11,7 +11,9 @@ Each step, from the live registry and heartbeats (server-side ages):
   record once the job's attempts are spent. A CONFIRMING run is never
   re-dispatched;
 - ORPHANED runs not dispatched again (a leader died between the two steps, a
-  stopping worker's hand-back) are published again (the message id de-duplicates).
+  stopping worker's hand-back), and retries past their time (a worker died
+  between recording the failed attempt and publishing), are published again
+  (the message id de-duplicates).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import orjson
 
 from rota.bus import subjects
 from rota.bus.connection import Bus
-from rota.control.client import ControlClient, ControlError, StaleEpoch
+from rota.control.client import ControlClient, ControlError, StaleEpoch, WorkerUnreachable
+from rota.coordination.lease import LeaderFence, LeadershipLost
 from rota.coordination.mirror import KvMirror
 from rota.domain.states import ContinuationState, RunState
 from rota.domain.workers import Thresholds, WorkerState, worker_state
@@ -42,10 +45,6 @@ log = logging.getLogger(__name__)
 SILENT = frozenset({WorkerState.DISCONNECTED, WorkerState.DETACHED, WorkerState.STOPPED_GRACEFUL})
 
 
-class LeadershipLost(Exception):
-    """A worker refused our epoch: a newer leader exists; stop acting now."""
-
-
 class Supervisor:
     def __init__(
         self,
@@ -57,8 +56,10 @@ class Supervisor:
         registry: KvMirror,
         heartbeats: KvMirror,
         marks: KvMirror,
+        fence: LeaderFence | None = None,
     ) -> None:
         self.bus = bus
+        self.fence = fence
         self.epoch = epoch
         self.thresholds = thresholds
         self.control = control
@@ -71,6 +72,11 @@ class Supervisor:
         self.deposed = asyncio.Event()
         self._last_orphan_sweep = 0.0
         self._republished: dict[str, float] = {}
+
+    async def _fence(self) -> None:
+        """Before every write: still the leader of our epoch (LeadershipLost if not)."""
+        if self.fence is not None:
+            await self.fence.check()
 
     # -- what the registry says ---------------------------------------------------------
 
@@ -97,11 +103,11 @@ class Supervisor:
         silent = {wid: entry for wid, (state, entry) in states.items() if state in SILENT}
         did = False
         if silent:
-            rows = [
-                (run_id, worker_id)
-                for run_id, worker_id in await sql_writer().call(_owned_runs, list(silent))
-                if run_id not in self._confirming
-            ]
+            # SQL, and what each worker last listed in the registry: a claim made
+            # just before a leader died may not be projected yet.
+            owned = set(await sql_writer().call(_owned_runs, list(silent)))
+            owned |= {(r, wid) for wid, entry in silent.items() for r in entry.get("runs", [])}
+            rows = sorted((run_id, wid) for run_id, wid in owned if run_id not in self._confirming)
             # One round trip for all of them, not one after another.
             current = await asyncio.gather(*(self.store.get(run_id) for run_id, _ in rows))
             for (_, worker_id), v in zip(rows, current, strict=True):
@@ -111,6 +117,25 @@ class Supervisor:
         if time.monotonic() - self._last_orphan_sweep > 5.0:
             self._last_orphan_sweep = time.monotonic()
             did = await self._redispatch_orphans() or did
+            did = await self._settle_confirming(states, silent) or did
+        return did
+
+    async def _settle_confirming(self, states: dict, silent: dict) -> bool:
+        """Runs left CONFIRMING by an earlier leader (it died, or was deposed,
+        mid-confirmation) whose worker is back: ask the worker, so that each
+        ends CONFIRMED or taken away instead of CONFIRMING for good."""
+        rows = await sql_writer().call(_confirming_runs)
+        did = False
+        for run_id, worker_id in rows:
+            if run_id in self._confirming or worker_id in silent or worker_id not in states:
+                continue
+            v = await self.store.get(run_id)
+            if v is None or v.snap.worker_id != worker_id:
+                continue
+            if v.snap.continuation_state != ContinuationState.CONFIRMING:
+                continue
+            endpoint = states[worker_id][1].get("grpc_endpoint", "")
+            did = await self._supervise(v, endpoint) or did
         return did
 
     async def _supervise(self, v: Versioned, endpoint: str) -> bool:
@@ -120,6 +145,7 @@ class Supervisor:
             if c == ContinuationState.CONFIRMED and not self._confirmation_stale(v, t):
                 return False
             deadline = time.time() + t.confirm_window_seconds
+            await self._fence()
             marked = await self.store.begin_confirming(v, deadline=deadline, epoch=self.epoch)
             if marked is None:
                 return False
@@ -143,6 +169,13 @@ class Supervisor:
         return time.time() - last > max(t.heartbeat_ttl_seconds, t.confirm_window_seconds)
 
     async def _confirm(self, v: Versioned, endpoint: str) -> None:
+        try:
+            await self._confirm_or_take_away(v, endpoint)
+        except LeadershipLost as exc:
+            log.warning("supervisor: %s", exc)
+            self.deposed.set()
+
+    async def _confirm_or_take_away(self, v: Versioned, endpoint: str) -> None:
         t = self.thresholds()
         run_id, attempt = v.snap.run_id, v.snap.attempt
         deadline = v.snap.continuation_deadline_at or time.time()
@@ -152,7 +185,9 @@ class Supervisor:
             if not endpoint:
                 break
             try:
-                reply = await self.control.confirm_continuation(endpoint, run_id, attempt)
+                reply = await self.control.confirm_continuation(
+                    endpoint, run_id, attempt, v.snap.worker_id or ""
+                )
             except StaleEpoch:
                 log.warning(
                     "worker at %s has seen a newer leader than epoch %d", endpoint, self.epoch
@@ -161,8 +196,16 @@ class Supervisor:
                 return
             except ControlError as exc:
                 log.debug("ConfirmContinuation %s on %s: %s", run_id, endpoint, exc)
+                if isinstance(exc, WorkerUnreachable) and exc.refused:
+                    # Nothing listens there: the worker process is gone, and its
+                    # runs' processes with it. Waiting out the deadline gains nothing.
+                    await self._take_away(
+                        v, f"worker {v.snap.worker_id} is gone: {endpoint} refuses connections"
+                    )
+                    return
                 continue
             if reply.executing:
+                await self._fence()
                 await self.store.confirmed(v, epoch=self.epoch)
                 log.info(
                     "run %s: worker %s confirmed it still runs attempt %d",
@@ -171,7 +214,11 @@ class Supervisor:
                     attempt,
                 )
                 return
-            await self._take_away(v, f"worker {v.snap.worker_id} does not run attempt {attempt}")
+            if reply.not_me:
+                reason = f"worker {v.snap.worker_id} is gone: {endpoint} is now {reply.worker_id}"
+            else:
+                reason = f"worker {v.snap.worker_id} does not run attempt {attempt}"
+            await self._take_away(v, reason)
             return
         if time.time() >= deadline:
             await self._take_away(
@@ -180,6 +227,7 @@ class Supervisor:
         # else: still within the deadline; the next step asks again
 
     async def _take_away(self, v: Versioned, reason: str) -> None:
+        await self._fence()
         result = await self.store.take_away(v, epoch=self.epoch, reason=reason)
         if result is None:
             return  # it finished or moved on meanwhile
@@ -207,7 +255,8 @@ class Supervisor:
             if now - self._republished.get(run_id, -1e9) < 60:
                 continue
             v = await self.store.get(run_id)
-            if v is not None and v.snap.state == RunState.ORPHANED:
+            if v is not None and v.snap.state in (RunState.ORPHANED, RunState.PENDING):
+                await self._fence()
                 await publish_dispatch(self.bus.js, v)
                 self._republished[run_id] = now
                 did = True
@@ -222,7 +271,7 @@ class Supervisor:
                 try:
                     await self.step()
                     errors = 0
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, LeadershipLost):
                     raise
                 except Exception:
                     errors += 1
@@ -247,12 +296,26 @@ def _owned_runs(worker_ids: list[str]) -> list[tuple[str, str]]:
     )
 
 
+def _confirming_runs() -> list[tuple[str, str]]:
+    from rota.models import JobRun
+
+    return list(
+        JobRun.objects.filter(
+            continuation_state=ContinuationState.CONFIRMING,
+            state__in=[RunState.ASSIGNED, RunState.RUNNING, RunState.CANCELLING],
+        ).values_list("id", "worker_id")[:500]
+    )
+
+
 def _stale_orphans() -> list[str]:
+    from django.db.models import Q
+
     from rota.models import JobRun
 
     cutoff = datetime.now(UTC) - timedelta(seconds=5)
-    return list(
-        JobRun.objects.filter(state=RunState.ORPHANED, updated_at__lt=cutoff).values_list(
-            "id", flat=True
-        )[:500]
+    # ORPHANED, or a retry past its time: the worker that wrote it may have died
+    # before it published the message.
+    stale = Q(state=RunState.ORPHANED, updated_at__lt=cutoff) | Q(
+        state=RunState.PENDING, retry_at__lt=cutoff
     )
+    return list(JobRun.objects.filter(stale).values_list("id", flat=True)[:500])

@@ -35,6 +35,7 @@ def js_strings() -> dict[str, str]:
     return {
         "ok": _("Done"),
         "failed": _("Failed"),
+        "retrying at": _("retrying at"),
         "cancel": _("Cancel"),
         "confirm": _("Confirm"),
         "close": _("Close"),

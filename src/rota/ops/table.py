@@ -63,6 +63,7 @@ COLUMNS = (
     "finished_at",
     "error_summary",
     "created_at",
+    "retry_at",
 )
 
 
@@ -270,6 +271,7 @@ def row_out(r: dict[str, Any]) -> dict[str, Any]:
         "finished_at": _iso(r["finished_at"]),
         "created_at": _iso(r["created_at"]),
         "error_summary": (r["error_summary"] or "")[:200],
+        "retry_at": _iso(r["retry_at"]) if r["state"] == "PENDING" else None,
     }
 
 

@@ -315,7 +315,9 @@ class _Loader:
                 check_topic(v)
             except InvalidTopic as exc:
                 raise fail(key, exc.message) from None
-            if v.startswith(SYSTEM_PREFIX):
+            # A task may not take system commands' topics as its own, but it may
+            # name them among the answers it receives (miclow's own examples do).
+            if v.startswith(SYSTEM_PREFIX) and key != "private_response_topics":
                 raise fail(key, f"topic {v!r} is reserved (system commands)")
             return v
 

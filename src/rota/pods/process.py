@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,6 +72,66 @@ def pod_environ(
     env["MICLOW_TASK_ID"] = pod_id
     env["ROTA_POD_TASK"] = spec.name
     return env
+
+
+#: A pod runs under a keeper: the leader of the pod's process group, which runs
+#: the pod's command as its child (same stdin/stdout/stderr) and exits as it
+#: exits. The keeper holds the read end of a pipe whose write end only the host
+#: holds; when the host dies, even by SIGKILL, the kernel closes it, the keeper
+#: reads EOF and kills the whole group. So a pod that ignores its stdin and
+#: SIGTERM, and the children it started, die with their host instead of running
+#: on beside the next host's copy. Signals the host sends the group (SIGTERM to
+#: stop) reach the pod itself; the keeper only waits. No imports beyond os,
+#: signal and sys: the keeper adds a bare interpreter start to a pod's start.
+KEEPER = r"""
+import os, signal, sys
+fd, argv = int(sys.argv[1]), sys.argv[2:]
+for s in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(s, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_DFL)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        os.write(2, ("%s: %s\n" % (argv[0], e.strerror)).encode())
+        os._exit(127)
+def reap(*_):
+    p, status = os.waitpid(pid, os.WNOHANG)
+    if p == pid:
+        code = os.waitstatus_to_exitcode(status)
+        if code < 0:
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+        os._exit(code)
+signal.signal(signal.SIGCHLD, reap)
+reap()
+while os.read(fd, 1):
+    pass
+os.killpg(0, signal.SIGKILL)
+"""
+
+_lifeline: tuple[int, int] | None = None
+
+
+def _lifeline_fd() -> int:
+    """The read end of this host's lifeline pipe. The write end stays open (and
+    is not inherited) for as long as this process lives."""
+    global _lifeline
+    if _lifeline is None:
+        _lifeline = os.pipe()
+    return _lifeline[0]
+
+
+def keeper_argv(command: str, *args: str) -> tuple[list[str], tuple[int, ...]]:
+    """The argv that runs ``command`` under the keeper, and the fds it must
+    inherit (POSIX; elsewhere the command as is)."""
+    if os.name != "posix":
+        return [command, *args], ()
+    fd = _lifeline_fd()
+    return [sys.executable, "-I", "-S", "-c", KEEPER, str(fd), command, *args], (fd,)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -158,6 +219,28 @@ class PodProcess(asyncio.SubprocessProtocol):
         await self.wait()
 
 
+def _check_command(spec: TaskSpec, env: Mapping[str, str], cwd: str | None) -> None:
+    """What exec would say about ``spec.command``, said before the keeper starts."""
+    command = spec.command
+    if os.sep in command:
+        path = command if os.path.isabs(command) else os.path.join(cwd or os.getcwd(), command)
+        if not os.path.exists(path):
+            raise PodStartError(
+                f"task {spec.name!r}: command not found: {command}",
+                hint="is it installed and on PATH (or give its full path)?",
+            )
+        if not os.access(path, os.X_OK) or os.path.isdir(path):
+            raise PodStartError(
+                f"task {spec.name!r}: permission denied: {command}",
+                hint="is the file executable?",
+            )
+    elif shutil.which(command, path=env.get("PATH", os.defpath)) is None:
+        raise PodStartError(
+            f"task {spec.name!r}: command not found: {command}",
+            hint="is it installed and on PATH (or give its full path)?",
+        )
+
+
 async def spawn_process(
     spec: TaskSpec, env: Mapping[str, str], on_output: OutputCallback
 ) -> PodProcess:
@@ -171,11 +254,13 @@ async def spawn_process(
             f"task {spec.name!r}: working directory {cwd} does not exist",
             hint="fix working_directory in the pods config",
         )
+    _check_command(spec, env, cwd)  # the keeper would start, and the command fail inside it
+    argv, pass_fds = keeper_argv(spec.command, *spec.args)
     try:
         transport, _ = await loop.subprocess_exec(
             lambda: proto,
-            spec.command,
-            *spec.args,
+            *argv,
+            pass_fds=pass_fds,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from rota.bus.connection import Bus
 from rota.domain.ids import new_run_id
 from rota.domain.params import merge_params, params_hash, validate_params
+from rota.domain.retry import RetryPolicy
 from rota.domain.snapshot import RunSnapshot
 from rota.models import JobDefinition, JobRun
 from rota.runs.dispatch import publish_dispatch
@@ -38,6 +39,8 @@ class RunRequest:
     schedule_id: int | None = None
     event_id: str | None = None
     leader_epoch: int = 0
+    #: Retry policy fields overriding the job's (a schedule's, then the run's own).
+    retry: dict[str, Any] | None = None
 
 
 def routing_tag(job: JobDefinition, tag: str | None) -> str:
@@ -52,6 +55,7 @@ def prepare(request: RunRequest, *, validate: bool = True) -> tuple[JobRun, RunS
     params = merge_params(job.default_params, request.params)
     if validate:
         validate_params(job.params_schema, params)
+    job_retry_policy(job).merged(request.retry)  # a bad override is a 422 here
     now = time.time()
     created = datetime.fromtimestamp(now, tz=UTC)
     run_id = new_run_id()
@@ -71,6 +75,7 @@ def prepare(request: RunRequest, *, validate: bool = True) -> tuple[JobRun, RunS
         schedule_id=request.schedule_id,
         event_id=request.event_id,
         leader_epoch=request.leader_epoch,
+        retry=request.retry or None,
         created_at=created,
         updated_at=created,
     )
@@ -110,12 +115,23 @@ def prepare_flow(
     return row, snapshot_for(row, None, now=now)
 
 
+def job_retry_policy(job: JobDefinition | None) -> RetryPolicy:
+    """A job's retry policy: its max_attempts and retry_backoff_seconds, and the
+    rest from its ``retry`` fields. A flow run no job defines takes the defaults."""
+    if job is None:
+        return RetryPolicy()
+    return RetryPolicy(
+        max_attempts=job.max_attempts, backoff_seconds=job.retry_backoff_seconds
+    ).merged(job.retry or None)
+
+
 def snapshot_for(
     row: JobRun, job: JobDefinition | None, *, now: float | None = None
 ) -> RunSnapshot:
     """The first snapshot of a run (also rebuilt from SQL by the reconciler).
     ``job`` is None for a flow run no job defines."""
     now = time.time() if now is None else now
+    policy = job_retry_policy(job).merged(row.retry or None)
     return RunSnapshot(
         run_id=row.id,
         job=job.name if job else row.job_name,
@@ -126,7 +142,8 @@ def snapshot_for(
         tag=row.tag,
         tags=list(row.tags),
         timeout=job.timeout_seconds if job else None,
-        max_attempts=job.max_attempts if job else 3,
+        max_attempts=policy.max_attempts,
+        retry=policy.as_dict(),
         flow_name=row.flow_name,
         flow_yaml=row.flow_yaml,
         attempt=row.attempt,

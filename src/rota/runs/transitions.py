@@ -8,6 +8,7 @@ writes blindly. SQL follows through the projector.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from nats.js.kv import KeyValue
 
 from rota.bus.retry import through_outage
 from rota.bus.subjects import run_key
+from rota.coordination.lease import LeadershipLost
+from rota.domain.retry import RetryPolicy
 from rota.domain.snapshot import RunSnapshot, advance, decode, tail, with_event
 from rota.domain.states import CLAIMABLE, OWNED, ContinuationState, RunState, is_terminal
 from rota.worker.executors.base import Outcome
@@ -116,6 +119,7 @@ class RunStore:
                 finished_at=None,
                 continuation_state=ContinuationState.NONE,
                 continuation_deadline_at=None,
+                retry_at=None,
             )
             if attempt > 1:  # a retry: keep the trail of attempts in the run
                 new.events = with_event(new, "CLAIMED", at=now, worker_id=worker_id)
@@ -138,16 +142,52 @@ class RunStore:
 
         return await self._update_owned(mine, build)
 
-    async def finish(self, mine: Versioned, outcome: Outcome) -> Versioned | None:
+    async def finish(
+        self, mine: Versioned, outcome: Outcome, *, rng: random.Random | None = None
+    ) -> Versioned | None:
         """Record the outcome of the attempt this worker owns.
 
         If the run was asked to cancel meanwhile, a cancelled outcome ends it
-        CANCELLED and any other outcome is recorded as it happened. Returns None
+        CANCELLED and any other outcome is recorded as it happened. A failed or
+        timed-out attempt that the run's retry policy retries, with attempts
+        left, goes back to PENDING with ``retry_at`` (the caller dispatches it
+        again) and the attempt's outcome in an ATTEMPT_FAILED event. Returns None
         (and writes nothing) when the run now belongs to another attempt.
         """
 
         def build(s: RunSnapshot) -> RunSnapshot:
             now = time.time()
+            error = outcome.error_summary[:2000]
+            policy = RetryPolicy.from_mapping({**s.retry, "max_attempts": s.max_attempts})
+            if (
+                s.state == RunState.RUNNING
+                and s.attempt < policy.max_attempts
+                and policy.retries(outcome.state, exit_code=outcome.exit_code, error_summary=error)
+            ):
+                retry_at = now + policy.delay(s.attempt, rng)
+                event = with_event(
+                    s,
+                    "ATTEMPT_FAILED",
+                    at=now,
+                    worker_id=s.worker_id,
+                    state=str(outcome.state),
+                    exit_code=outcome.exit_code,
+                    error=error[:500],
+                    retry_at=retry_at,
+                )
+                return advance(
+                    s,
+                    RunState.PENDING,
+                    now=now,
+                    worker_id=None,
+                    heartbeat_at=now,
+                    exit_code=outcome.exit_code,
+                    error_summary=error,
+                    stdout=tail(outcome.stdout),
+                    stderr=tail(outcome.stderr),
+                    retry_at=retry_at,
+                    events=event,
+                )
             return advance(
                 s,
                 outcome.state,
@@ -156,7 +196,7 @@ class RunStore:
                 heartbeat_at=now,
                 exit_code=outcome.exit_code,
                 result=outcome.result,
-                error_summary=outcome.error_summary[:2000],
+                error_summary=error,
                 stdout=tail(outcome.stdout),
                 stderr=tail(outcome.stderr),
             )
@@ -335,6 +375,13 @@ class RunStore:
 
     # -- leader side: supervision of runs whose worker went silent -----------------
 
+    @staticmethod
+    def _fenced(s: RunSnapshot, epoch: int) -> None:
+        """A leader's write to a run a newer leader has written is refused: the
+        compare-and-set on the revision makes this check and the write one step."""
+        if s.leader_epoch > epoch:
+            raise LeadershipLost(f"run {s.run_id} carries epoch {s.leader_epoch} > {epoch}")
+
     async def _update_owned(
         self,
         seen: Versioned,
@@ -371,6 +418,7 @@ class RunStore:
         ``deadline``. While CONFIRMING the run is never re-dispatched."""
 
         def build(s: RunSnapshot) -> RunSnapshot | None:
+            self._fenced(s, epoch)
             if s.continuation_state == ContinuationState.CONFIRMING:
                 return None
             now = time.time()
@@ -390,6 +438,7 @@ class RunStore:
         """The worker answered that it still runs this attempt: CONFIRMED, it continues."""
 
         def build(s: RunSnapshot) -> RunSnapshot | None:
+            self._fenced(s, epoch)
             if s.continuation_state != ContinuationState.CONFIRMING:
                 return None
             now = time.time()
@@ -414,6 +463,7 @@ class RunStore:
         DLQ record for a FAILED one."""
 
         def build(s: RunSnapshot) -> RunSnapshot | None:
+            self._fenced(s, epoch)
             now = time.time()
             common: dict[str, Any] = {
                 "now": now,

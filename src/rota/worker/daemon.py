@@ -59,6 +59,37 @@ REGISTRY_REFRESH_SECONDS = 30.0
 #: How often the snapshots of followed runs (a Celery task: no slot held) are
 #: re-read; a cancel also reaches them at once through CancelJob.
 FOLLOWED_WATCH_SECONDS = 5.0
+#: How long a fetched dispatch message may stay unacknowledged before JetStream
+#: delivers it again. A worker acks right after its claim, so this only covers
+#: fetch → claim (milliseconds); a worker that dies in between (taken but never
+#: claimed) gives its run back this soon. Kept under the heartbeat TTL + confirm
+#: window, the bound on every other re-dispatch. A redelivery to a live worker is
+#: harmless: the claim is a compare-and-set and the loser drops the message.
+WORK_ACK_WAIT_SECONDS = 3.0
+#: A pinned consumer (``pin_<worker_id>``) without pull requests for this long is
+#: removed by the server: what a SIGKILLed worker leaves behind is cleaned up.
+#: A graceful stop deletes it at once; a busy worker re-creates it if it went.
+PIN_INACTIVE_SECONDS = 30.0
+
+
+def work_consumer_config(durable: str, *, pinned: bool = False) -> ConsumerConfig:
+    """The pull consumer a worker fetches dispatch messages with."""
+    return ConsumerConfig(
+        durable_name=durable,
+        name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=WORK_ACK_WAIT_SECONDS,
+        max_deliver=-1,
+        max_ack_pending=-1,
+        inactive_threshold=PIN_INACTIVE_SECONDS if pinned else None,
+        # A pinned consumer serves one worker process: one replica in memory. On
+        # three nodes a replicated consumer per worker is a Raft group per worker,
+        # whose heartbeats made most of the cluster's idle traffic; a pinned
+        # consumer lost with its node is created again by its worker, and the
+        # messages it had are still in the (replicated) stream.
+        num_replicas=1 if pinned else None,
+        mem_storage=True if pinned else None,
+    )
 
 
 @dataclass
@@ -216,14 +247,39 @@ class Worker:
         if "execute" not in self.roles:
             return
         for tag in self.tags:
-            sub = await self._work_subscription(
-                subjects.work_subject(tag), subjects.work_consumer(tag)
+            subject, durable = subjects.work_subject(tag), subjects.work_consumer(tag)
+            self._pull_tasks.append(
+                asyncio.create_task(
+                    self._pull_loop(
+                        await self._work_subscription(subject, durable),
+                        share=len(self.tags),
+                        resubscribe=lambda s=subject, d=durable: self._work_subscription(s, d),
+                    )
+                )
             )
-            self._pull_tasks.append(asyncio.create_task(self._pull_loop(sub, share=len(self.tags))))
-        pinned = await self._work_subscription(
-            subjects.pinned_subject(self.worker_id), f"pin_{subjects.safe_token(self.worker_id)}"
+        subject, durable = subjects.pinned_subject(self.worker_id), self._pin_consumer
+        self._pull_tasks.append(
+            asyncio.create_task(
+                self._pull_loop(
+                    await self._work_subscription(subject, durable, pinned=True),
+                    share=0,
+                    # Gone after PIN_INACTIVE_SECONDS without a pull (all slots busy).
+                    resubscribe=lambda: self._work_subscription(subject, durable, pinned=True),
+                )
+            )
         )
-        self._pull_tasks.append(asyncio.create_task(self._pull_loop(pinned, share=0)))
+
+    @property
+    def _pin_consumer(self) -> str:
+        return f"pin_{subjects.safe_token(self.worker_id)}"
+
+    async def _delete_pin_consumer(self, worker_id: str) -> None:
+        """A stopping (or rejoining) worker's pinned consumer goes with it."""
+        assert self.bus is not None
+        with contextlib.suppress(Exception):
+            await self.bus.js.delete_consumer(
+                subjects.WORK_STREAM, f"pin_{subjects.safe_token(worker_id)}"
+            )
 
     async def _start_wheel_sync(self) -> None:
         """Install the registry's wheels for our tags before taking runs, then
@@ -305,23 +361,17 @@ class Worker:
         task = asyncio.create_task(coro)
         self._tasks.append(task)
 
-    async def _work_subscription(self, subject: str, durable: str):  # type: ignore[no-untyped-def]
+    async def _work_subscription(self, subject: str, durable: str, *, pinned: bool = False):  # type: ignore[no-untyped-def]
+        """Bind to the durable consumer, creating it or bringing an existing
+        one's config up to date first (``pull_subscribe`` alone keeps the
+        config an older rota created, e.g. a 60 s ack_wait)."""
         assert self.bus is not None
+        config = work_consumer_config(durable, pinned=pinned)
+        config.filter_subject = subject
         # Many workers starting at once keep the JetStream API busy: ride it out.
+        await through_outage(self.bus.js.add_consumer, subjects.WORK_STREAM, config=config)
         return await through_outage(
-            self.bus.js.pull_subscribe,
-            subject,
-            durable=durable,
-            stream=subjects.WORK_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                # The message is acked right after the claim, so ack_wait only
-                # covers fetch → claim; a running run is guarded by heartbeats.
-                ack_wait=60,
-                max_deliver=-1,
-                max_ack_pending=-1,
-                inactive_threshold=3600.0 if durable.startswith("pin_") else None,
-            ),
+            self.bus.js.pull_subscribe_bind, durable, stream=subjects.WORK_STREAM
         )
 
     async def run_until(self, stop: asyncio.Event) -> None:
@@ -375,6 +425,8 @@ class Worker:
         for t in self._tasks + self._pull_tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._pull_tasks, return_exceptions=True)
+        if "execute" in self.roles:
+            await self._delete_pin_consumer(self.worker_id)
         if self.pod_host is not None:
             with contextlib.suppress(Exception):
                 await self.pod_host.stop()
@@ -474,10 +526,16 @@ class Worker:
             await self._register("DRAINING")
         return len(self.active)
 
-    def confirm(self, run_id: str, attempt: int) -> tuple[bool, str, float]:
-        """ConfirmContinuation: is this worker executing ``run_id`` at ``attempt``?"""
+    def confirm(self, run_id: str, attempt: int, owner: str = "") -> tuple[bool, str, float]:
+        """ConfirmContinuation: is this worker executing ``run_id`` at ``attempt``
+        as the instance ``owner`` (its id when it claimed; empty: any)?"""
         act = self.active.get(run_id)
-        if act is None or act.version.snap.attempt != attempt or act.cancel.is_set():
+        if (
+            act is None
+            or act.version.snap.attempt != attempt
+            or act.cancel.is_set()
+            or (owner and act.version.snap.worker_id != owner)
+        ):
             return False, act.version.snap.state if act else "", 0.0
         return True, act.version.snap.state, act.version.snap.heartbeat_at or 0.0
 
@@ -594,6 +652,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._pull_tasks, return_exceptions=True)
         self._pull_tasks.clear()
+        await self._delete_pin_consumer(old)
         self.worker_id = new_worker_id(self.settings.node_id)
         self.detached = self.draining = False
         self.stop_pulling.clear()
@@ -687,11 +746,12 @@ class Worker:
 
     # -- the run path ------------------------------------------------------------------
 
-    async def _pull_loop(self, sub, *, share: int) -> None:  # type: ignore[no-untyped-def]
+    async def _pull_loop(self, sub, *, share: int, resubscribe=None) -> None:  # type: ignore[no-untyped-def]
         """Fetch runs while there are free slots.
 
         The tag loops split the free slots between them (``share`` loops); the
-        pinned loop (``share=0``) fetches one run at a time.
+        pinned loop (``share=0``) fetches one run at a time. After a failed fetch
+        the consumer is bound again (``resubscribe``): it may have been removed.
         """
         while not self.stop_pulling.is_set():
             free = self.capacity - self.load - self._reserved
@@ -714,6 +774,9 @@ class Worker:
                     return
                 log.exception("fetch failed")
                 await asyncio.sleep(0.5)
+                if resubscribe is not None:
+                    with contextlib.suppress(Exception):
+                        sub = await resubscribe()
             finally:
                 self._reserved -= want
                 self._slot_freed.set()
@@ -742,6 +805,10 @@ class Worker:
                 },
             )
             await msg.term()
+            return
+        wait = (snap.retry_at or 0.0) - time.time()
+        if wait > 0.05:  # a retry not due yet: JetStream delivers it again then
+            await msg.nak(delay=wait)
             return
         claimed = await self.store.claim(
             Versioned(snap, rev), self.worker_id, hold=self._hands_on(snap)
@@ -776,15 +843,14 @@ class Worker:
             return False
         return True
 
-    async def _record(self, act: Active, outcome: Outcome) -> None:
+    async def _record(self, act: Active, outcome: Outcome) -> Versioned | None:
         """Write the outcome; through any NATS outage, until this worker stops
         (a run whose outcome is lost would stay RUNNING under a live worker).
-        Writes nothing if the run was handed back or taken over meanwhile."""
+        Writes nothing (None) if the run was handed back or taken over meanwhile."""
         assert self.store is not None
         while True:
             try:
-                await self.store.finish(act.version, outcome)
-                return
+                return await self.store.finish(act.version, outcome)
             except TRANSIENT:
                 if self.stopped.is_set():
                     raise
@@ -887,8 +953,20 @@ class Worker:
                 started = await self.store.start(act.version)
                 if started is not None:
                     act.version = started
-            await self._record(act, outcome)
+            recorded = await self._record(act, outcome)
             self.completed += 1
+            if recorded is not None and recorded.snap.state == RunState.PENDING:
+                # A retry: the message waits out retry_at in whichever worker takes it.
+                log.info(
+                    "run %s: attempt %d %s; attempt %d at %.1fs from now",
+                    snap.run_id,
+                    snap.attempt,
+                    outcome.state,
+                    snap.attempt + 1,
+                    (recorded.snap.retry_at or 0) - time.time(),
+                )
+                assert self.bus is not None
+                await publish_dispatch(self.bus.js, recorded)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -123,19 +123,25 @@ class DrainReply(_message.Message):
     def __init__(self, running: _Optional[int] = ...) -> None: ...
 
 class ConfirmContinuationRequest(_message.Message):
-    __slots__ = ("run_id", "attempt")
+    __slots__ = ("run_id", "attempt", "worker_id")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     attempt: int
-    def __init__(self, run_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+    worker_id: str
+    def __init__(self, run_id: _Optional[str] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class ConfirmContinuationReply(_message.Message):
-    __slots__ = ("executing", "state", "heartbeat_at")
+    __slots__ = ("executing", "state", "heartbeat_at", "not_me", "worker_id")
     EXECUTING_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
+    NOT_ME_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     executing: bool
     state: str
     heartbeat_at: float
-    def __init__(self, executing: _Optional[bool] = ..., state: _Optional[str] = ..., heartbeat_at: _Optional[float] = ...) -> None: ...
+    not_me: bool
+    worker_id: str
+    def __init__(self, executing: _Optional[bool] = ..., state: _Optional[str] = ..., heartbeat_at: _Optional[float] = ..., not_me: _Optional[bool] = ..., worker_id: _Optional[str] = ...) -> None: ...

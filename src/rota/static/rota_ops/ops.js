@@ -388,7 +388,12 @@
       columns: [
         { data: "run_id", render: function (v) { return "<a class=\"ops-mono\" href=\"" + esc(runUrl.replace("RUN_ID", v)) + "\">" + esc(v) + "</a>"; } },
         { data: "job", render: esc },
-        { data: "state", render: function (v) { return "<span class=\"badge ops-badge ops-state-" + esc(v) + "\">" + esc(v) + "</span>"; } },
+        { data: "state", render: function (v, _t, row) {
+          var badge = "<span class=\"badge ops-badge ops-state-" + esc(v) + "\">" + esc(v) + "</span>";
+          // A failed attempt waiting for its next one: say when.
+          if (row.retry_at) { badge += " <span class=\"ops-muted small ops-retrying\">" + esc(t("retrying at")) + " " + esc(new Date(row.retry_at).toLocaleTimeString()) + "</span>"; }
+          return badge;
+        } },
         { data: "worker_id", render: function (v) { return "<span class=\"ops-mono\">" + esc(v) + "</span>"; } },
         { data: "attempt", orderable: false },
         { data: "scheduled_for", render: when },

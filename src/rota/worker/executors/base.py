@@ -113,6 +113,7 @@ def job_environ(snap: RunSnapshot, base: Mapping[str, str] | None = None) -> dic
     env = without_secrets(base)
     env["ROTA_RUN_ID"] = snap.run_id
     env["ROTA_ATTEMPT"] = str(snap.attempt)
+    env["ROTA_WORKER_ID"] = snap.worker_id or ""
     return env
 
 

@@ -236,7 +236,7 @@ async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-unty
 
     check_schema(body.params_schema)
     if body.default_params:
-        validate_params(body.params_schema, body.default_params)
+        validate_params(body.params_schema, body.default_params, kind=body.kind)
     try:
         job = await JobDefinition.objects.acreate(
             name=body.name,
@@ -302,7 +302,7 @@ def _patch_job(name: str, changes: dict[str, Any]) -> JobDefinition:
         setattr(job, key, value)
     check_schema(job.params_schema)
     if job.default_params:
-        validate_params(job.params_schema, job.default_params)
+        validate_params(job.params_schema, job.default_params, kind=job.kind)
     job.save()
     return job
 

@@ -51,7 +51,7 @@ def prepare(request: RunRequest, *, validate: bool = True) -> tuple[JobRun, RunS
     job = request.job
     params = merge_params(job.default_params, request.params)
     if validate:
-        validate_params(job.params_schema, params)
+        validate_params(job.params_schema, params, kind=job.kind)
     now = time.time()
     created = datetime.fromtimestamp(now, tz=UTC)
     run_id = new_run_id()

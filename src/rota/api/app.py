@@ -209,20 +209,38 @@ async def health(request: HttpRequest):  # type: ignore[no-untyped-def]
         except Exception as exc:
             return f"error: {type(exc).__name__}"
 
+    from rota.api.streams import slots
+
     database = await sync_to_async(db_ok)()
+    consumers = None
     try:
         bus = await asyncio.wait_for(get_bus(), 5)
         nats = "ok" if bus.nc.is_connected else "reconnecting"
+        consumers = await asyncio.wait_for(consumer_pressure(bus), 5)
     except Exception as exc:
         nats = f"error: {type(exc).__name__}"
-    ok = database == "ok" and nats == "ok"
+    ok = database == "ok" and nats == "ok" and (consumers or {}).get("state") != "full"
     body = {
         "status": "ok" if ok else "degraded",
         "database": database,
         "nats": nats,
         "version": rota.__version__,
+        "consumers": consumers,
+        "open_streams": slots.total(),
+        "streams_per_token": get_settings().sse_streams_per_token,
     }
     return Status(200 if ok else 503, body)
+
+
+async def consumer_pressure(bus: Bus) -> dict[str, Any]:
+    """The NATS account's consumers against its limit (or ``nats_consumers_limit``)."""
+    from rota.bus.followers import consumer_count
+
+    count, limit = await consumer_count(bus.js)
+    if limit <= 0:
+        limit = get_settings().nats_consumers_limit
+    state = "full" if count >= limit else "high" if count > 0.8 * limit else "ok"
+    return {"count": count, "limit": limit, "state": state}
 
 
 # -- jobs ----------------------------------------------------------------------------

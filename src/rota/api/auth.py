@@ -100,6 +100,8 @@ class OpsAuth(AuthBase):
             if found is None:
                 return None
             user, groups = found
+            # Who holds event streams (per-token cap): the token, never its text.
+            request.rota_principal = "token:" + hash_token(raw)[:16]  # type: ignore[attr-defined]
         else:
             user = getattr(request, "user", None)
             if user is None or not user.is_authenticated:

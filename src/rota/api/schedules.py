@@ -121,9 +121,7 @@ def _apply(s: Schedule, data: dict[str, Any], job: JobDefinition) -> None:
         s.timezone = cal.validate_timezone(data["timezone"])
     if data.get("dst_policy") is not None:
         s.dst_policy = cal.validate_dst_policy(data["dst_policy"])
-    validate_params(
-        job.params_schema, merge_params(job.default_params, s.params), kind=job.kind
-    )
+    validate_params(job.params_schema, merge_params(job.default_params, s.params), kind=job.kind)
     if data.get("name"):
         s.name, s.auto_generated_name = data["name"], False
     elif not s.name or s.auto_generated_name:

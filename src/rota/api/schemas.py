@@ -114,11 +114,25 @@ class RunPage(Schema):
     next_cursor: str | None
 
 
+class ConsumersOut(Schema):
+    #: Consumers of the NATS account (every process's, watches included).
+    count: int
+    #: Where pressure is reported: the account's limit, else ``nats_consumers_limit``.
+    limit: int
+    #: ok, high (over 80 % of the limit), or full.
+    state: str
+
+
 class HealthOut(Schema):
     status: str
     database: str
     nats: str
     version: str
+    consumers: ConsumersOut | None = None
+    #: Event streams (watches, log tails) open in this web process.
+    open_streams: int = 0
+    #: How many of them one token may hold.
+    streams_per_token: int = 0
 
 
 class ErrorOut(Schema):

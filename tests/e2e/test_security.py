@@ -189,3 +189,54 @@ def test_health_and_metrics_show_consumer_pressure(stack):
 
 def _mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+def _loose(root: Path) -> list[str]:
+    """Everything under ``root`` (itself included) that another local user could read."""
+    found = []
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = _mode(path)
+        if mode & 0o077:
+            found.append(f"{path.relative_to(root.parent)} {oct(mode)}")
+    return found
+
+
+def test_the_data_dir_is_private_at_every_start(tmp_path):
+    from tests.e2e.conftest import start_stack, stop_stack
+
+    stack = start_stack(tmp_path)
+    try:
+        # A watch and a login make sure the database, its WAL and a session exist.
+        assert stack.client.get("/runs").status_code == 200
+    finally:
+        stop_stack(stack)
+    # Another tool (or an older rota) left it readable by everyone.
+    for path in [stack.data_dir, *stack.data_dir.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    stack = start_stack(tmp_path)
+    try:
+        assert stack.client.get("/runs").status_code == 200
+        assert _loose(stack.data_dir) == []
+        assert (stack.data_dir / "rota.sqlite3").exists()
+    finally:
+        stop_stack(stack)
+    assert _loose(stack.data_dir) == []
+
+
+def test_certs_init_makes_its_dir_private(tmp_path):
+    tls = tmp_path / "tls"
+    tls.mkdir(mode=0o755)
+    tls.chmod(0o755)
+    (tls / "notes.txt").write_text("left here")
+    (tls / "notes.txt").chmod(0o644)
+    out = subprocess.run(
+        [sys.executable, "-m", "rota", "certs", "init", "--dir", str(tls), "--node", "n1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert _loose(tls) == []

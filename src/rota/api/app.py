@@ -12,12 +12,23 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja import Field, Query, Schema, Status
 
 import rota
 from rota.api import flows as flows_api
 from rota.api.auth import ADMIN_AUTH, OpsAuth, require_view
-from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
+from rota.api.schemas import (
+    ErrorOut,
+    HealthOut,
+    JobIn,
+    JobOut,
+    JobPatch,
+    RunIn,
+    RunOut,
+    RunPage,
+    StrictSchema,
+)
+from rota.api.strict import RotaAPI
 from rota.bus.connection import Bus, connect
 from rota.conf import get_settings
 from rota.domain.clock import utc_from_ts as _dt
@@ -33,7 +44,7 @@ from rota.runs.transitions import RunStore
 
 log = logging.getLogger(__name__)
 
-api = NinjaAPI(
+api = RotaAPI(
     title="rota",
     version=rota.__version__,
     description="Jobs, runs, schedules and events of a rota cluster.",
@@ -293,21 +304,6 @@ async def get_job(request: HttpRequest, name: str):  # type: ignore[no-untyped-d
     return job_out(job)
 
 
-class JobPatch(Schema):
-    target: str | None = None
-    args: list[str] | None = None
-    timeout: float | None = None
-    tags: list[str] | None = None
-    params_schema: dict[str, Any] | None = None
-    default_params: dict[str, Any] | None = None
-    description: str | None = None
-    category: str | None = None
-    max_attempts: int | None = Field(None, ge=1, le=100)
-    execution_policy: str | None = None
-    subscribed_events: list[str] | None = None
-    enabled: bool | None = None
-
-
 def _patch_job(name: str, changes: dict[str, Any]) -> JobDefinition:
     from rota.domain.params import validate_params
 
@@ -521,10 +517,10 @@ async def control_client():  # type: ignore[no-untyped-def]
 # -- topics --------------------------------------------------------------------------
 
 
-class TopicMessageIn(Schema):
+class TopicMessageIn(StrictSchema):
     data: str
     #: Seconds to wait for the ``<topic>.result`` reply; omit to only publish.
-    wait_result: float | None = None
+    wait_result: float | None = Field(None, allow_inf_nan=False)
 
 
 class TopicMessageOut(Schema):

@@ -89,6 +89,12 @@ class OpsAuth(AuthBase):
         self.level = level
 
     def __call__(self, request: HttpRequest) -> Any:
+        # Before any lookup: PostgreSQL refuses NUL in text, so a NUL in a path
+        # or query parameter would reach it as a 500 (issue 13).
+        if "\x00" in request.path or any("\x00" in v for v in request.GET.values()):
+            from rota.errors import InvalidInput
+
+            raise InvalidInput("NUL characters are not allowed in a URL", field="path")
         header = request.headers.get("Authorization", "")
         raw = ""
         if header.lower().startswith("bearer "):

@@ -6,23 +6,55 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ninja import Field, Schema
+from pydantic import ConfigDict
 
 
-class JobIn(Schema):
-    name: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+class StrictSchema(Schema):
+    """A request body: a field it does not know is refused (422 naming it, with
+    the closest known name), not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+#: A job's name: starts with a letter or digit, then letters, digits, ``_ . -``
+#: (never ``.``, ``..`` or an option such as ``-rf``).
+JOB_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+Policy = Literal["allow", "skip", "queue", "replace"]
+
+
+class JobIn(StrictSchema):
+    name: str = Field(..., min_length=1, max_length=200, pattern=JOB_NAME)
     kind: Literal["command", "python", "django", "pyoco", "pod", "celery"]
     target: str = Field(..., min_length=1, max_length=500)
     args: list[str] = []
-    timeout: float | None = Field(None, gt=0)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     tags: list[str] = []
     params_schema: dict[str, Any] = {}
     default_params: dict[str, Any] = {}
-    description: str = ""
-    category: str = ""
+    description: str = Field("", max_length=10_000)
+    category: str = Field("", max_length=100)
     max_attempts: int = Field(3, ge=1, le=100)
-    execution_policy: Literal["allow", "skip", "queue", "replace"] = "allow"
+    execution_policy: Policy = "allow"
     subscribed_events: list[str] = []
     enabled: bool = True
+
+
+class JobPatch(StrictSchema):
+    """What ``PATCH /jobs/{name}`` may change, with the checks of :class:`JobIn`."""
+
+    target: str | None = Field(None, min_length=1, max_length=500)
+    args: list[str] | None = None
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
+    tags: list[str] | None = None
+    params_schema: dict[str, Any] | None = None
+    default_params: dict[str, Any] | None = None
+    description: str | None = Field(None, max_length=10_000)
+    category: str | None = Field(None, max_length=100)
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    execution_policy: Policy | None = None
+    subscribed_events: list[str] | None = None
+    enabled: bool | None = None
 
 
 class JobOut(Schema):
@@ -45,7 +77,7 @@ class JobOut(Schema):
     updated_at: datetime
 
 
-class RunIn(Schema):
+class RunIn(StrictSchema):
     """A run of a job, or of a Pyoco flow by name: exactly one of ``job`` and ``flow_name``."""
 
     job: str | None = Field(None, min_length=1)

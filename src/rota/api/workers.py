@@ -8,6 +8,7 @@ from typing import Any, Literal
 from django.http import HttpRequest
 from ninja import Query, Router, Schema
 
+from rota.api.schemas import StrictSchema
 from rota.audit import actor_of, record
 from rota.bus import subjects
 from rota.coordination import registry
@@ -16,7 +17,7 @@ from rota.errors import BackendUnavailable, NotFound
 router = Router(tags=["workers"])
 
 
-class WorkerPatch(Schema):
+class WorkerPatch(StrictSchema):
     hidden: bool
 
 

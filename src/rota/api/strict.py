@@ -22,6 +22,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import HttpError, ValidationError, ValidationErrorContext
+from ninja.openapi.docs import Swagger
 from ninja.parser import Parser
 from pydantic import BaseModel
 
@@ -85,11 +86,32 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
+class LocalSwagger(Swagger):
+    """Swagger UI from rota's static assets (``rota_ops/vendor/swagger-ui``,
+    which ``rota assets`` installs from npm), never from a CDN; rendered with
+    rota's template whether or not ``ninja`` is in INSTALLED_APPS."""
+
+    template = "rota_ops/swagger.html"
+
+    def render_page(self, request: HttpRequest, api: NinjaAPI, **kwargs: Any) -> HttpResponse:
+        from django.shortcuts import render
+
+        self.settings["url"] = self.get_openapi_url(api, kwargs)
+        context = {
+            "swagger_settings": json.dumps(self.settings).replace("<", "\\u003c"),
+            "api": api,
+            # Session users send the CSRF token with unsafe calls (OpsAuth checks it).
+            "add_csrf": True,
+        }
+        return render(request, self.template, context)
+
+
 class RotaAPI(NinjaAPI):
     """NinjaAPI with rota's strict bodies (module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("parser", StrictJsonParser())
+        kwargs.setdefault("docs", LocalSwagger())
         super().__init__(*args, **kwargs)
         self.add_exception_handler(RequestDataTooBig, self._too_big)
         self.add_exception_handler(HttpError, self._http_error)

@@ -1,4 +1,5 @@
-"""The ops UI's third-party browser assets (Bootstrap, jQuery, DataTables, Notyf).
+"""The ops UI's third-party browser assets (Bootstrap, jQuery, DataTables, Notyf,
+and Swagger UI for /docs).
 
 They come from the npm registry through ``npm install``, at set-up time, never
 from a CDN and never committed: ``ensure_assets()`` installs the exact versions
@@ -33,6 +34,9 @@ FILES = {
     "datatables.net-bs5/css/dataTables.bootstrap5.min.css": "datatables/dataTables.bootstrap5.min.css",
     "notyf/notyf.min.js": "notyf/notyf.min.js",
     "notyf/notyf.min.css": "notyf/notyf.min.css",
+    # /docs (Swagger UI), served from here instead of a CDN.
+    "swagger-ui-dist/swagger-ui-bundle.js": "swagger-ui/swagger-ui-bundle.js",
+    "swagger-ui-dist/swagger-ui.css": "swagger-ui/swagger-ui.css",
 }
 
 

@@ -162,3 +162,11 @@ async def test_a_category_longer_than_its_column_is_422(client):  # noqa: F811
         content_type="application/json",
     )
     assert r.status_code == 422, r.content
+
+
+async def test_a_broken_multipart_body_is_400_with_json(client):  # noqa: F811
+    r = await client.client.post(
+        "/runs/yaml", b"--x\r\n", content_type="multipart/form-data", headers=client.auth
+    )
+    assert r.status_code == 400, r.content
+    assert "multipart" in r.json()["detail"]

@@ -8,7 +8,8 @@ how a refusal reads.
 - A body is JSON as RFC 8259 has it: ``NaN`` and ``Infinity`` are refused (a
   float that no JSON encoder can write back); a NUL character anywhere in it
   is refused (PostgreSQL stores none, and a C program's argument ends at one).
-- A body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a 413 with a JSON ``detail``.
+- A body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a 413 with a JSON ``detail``;
+  a broken multipart body (``POST /runs/yaml``) a 400 with one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import HttpError, ValidationError, ValidationErrorContext
 from ninja.openapi.docs import Swagger
@@ -114,6 +116,7 @@ class RotaAPI(NinjaAPI):
         kwargs.setdefault("docs", LocalSwagger())
         super().__init__(*args, **kwargs)
         self.add_exception_handler(RequestDataTooBig, self._too_big)
+        self.add_exception_handler(MultiPartParserError, self._bad_form)
         self.add_exception_handler(HttpError, self._http_error)
 
     def validation_error_from_error_contexts(
@@ -137,6 +140,13 @@ class RotaAPI(NinjaAPI):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return self.create_response(
             request, {"detail": f"the request body is larger than {limit} bytes"}, status=413
+        )
+
+    def _bad_form(self, request: HttpRequest, exc: Exception) -> HttpResponse:
+        return self.create_response(
+            request,
+            {"detail": f"the request body is not valid multipart/form-data: {exc}"},
+            status=400,
         )
 
     def _http_error(self, request: HttpRequest, exc: HttpError) -> HttpResponse:

@@ -105,12 +105,18 @@ def main() -> int:
         "--http", type=int, default=1000, help="single HTTP submissions to time (0: skip)"
     )
     ap.add_argument("--capacity", type=int, default=64)
+    ap.add_argument(
+        "--sync-interval",
+        default="",
+        help="JetStream fsync interval of rota up's nats-server (always, 2m, ...; default: rota's)",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="rota-bench-"))
     from tests.e2e.conftest import descendants, start_stack, stop_stack
 
-    stack = start_stack(tmp, env={"ROTA_WORKER_CAPACITY": str(args.capacity)})
+    up_args = ["--sync-interval", args.sync_interval] if args.sync_interval else []
+    stack = start_stack(tmp, *up_args, env={"ROTA_WORKER_CAPACITY": str(args.capacity)})
     env = stack.env()
     env["ROTA_WORKER_CAPACITY"] = str(args.capacity)
     extra = [
@@ -149,7 +155,10 @@ def main() -> int:
 
         django.setup()
         submitted_s, completed_s, elapsed = asyncio.run(submit_and_wait(args.runs, args.batch))
-        print(f"runs={args.runs} workers={args.workers} capacity={args.capacity}")
+        print(
+            f"runs={args.runs} workers={args.workers} capacity={args.capacity} "
+            f"sync_interval={args.sync_interval or 'default'}"
+        )
         print(f"submitted/s: {submitted_s:,.0f}")
         print(
             f"completed/s: {completed_s:,.0f}  (all {args.runs} SUCCEEDED in SQL after {elapsed:.1f}s)"

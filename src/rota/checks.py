@@ -25,11 +25,14 @@ def check_rota_settings(app_configs: Any = None, **kwargs: Any) -> list:
             )
         ]
     found: list = []
-    if not s.nats_url.startswith(("nats://", "tls://", "ws://", "wss://")):
+    bad_urls = [
+        u for u in s.nats_servers if not u.startswith(("nats://", "tls://", "ws://", "wss://"))
+    ]
+    if bad_urls or not s.nats_servers:
         found.append(
             Error(
-                f"ROTA_NATS_URL {s.nats_url!r} is not a NATS URL",
-                hint="use nats://host:4222 (or tls:// for TLS)",
+                f"ROTA_NATS_URL {s.nats_url!r} is not a NATS URL or a comma-separated list of them",
+                hint="use nats://host:4222 (or tls:// for TLS); a cluster: nats://a:4222,nats://b:4222",
                 id="rota.E002",
             )
         )
@@ -49,11 +52,11 @@ def check_rota_settings(app_configs: Any = None, **kwargs: Any) -> list:
         found.append(
             Error("ROTA_WORKER_CAPACITY must be at least 1", hint="e.g. 16", id="rota.E005")
         )
-    if s.nats_replicas not in (1, 3, 5):
+    if s.nats_replicas not in (0, 1, 3, 5):
         found.append(
             Warning(
                 f"ROTA_NATS_REPLICAS={s.nats_replicas}: JetStream clusters use 1, 3 or 5",
-                hint="3 is the usual choice in a cluster",
+                hint="0 (the default) takes them from the cluster; 3 is the usual choice",
                 id="rota.W001",
             )
         )
@@ -80,4 +83,16 @@ def check_rota_settings(app_configs: Any = None, **kwargs: Any) -> list:
                     id="rota.W002",
                 )
             )
+    from django.conf import settings as django_settings
+
+    if str(getattr(django_settings, "SECRET_KEY", "")).startswith("rota-ephemeral-"):
+        found.append(
+            Warning(
+                "no secret key: this process made one up, so its sessions and CSRF tokens "
+                "are good on no other web server and not after a restart",
+                hint="set ROTA_SECRET_KEY (or ROTA_SECRET_KEY_FILE), the same on every "
+                "`rota server`; `rota up` writes one to the data dir",
+                id="rota.W003",
+            )
+        )
     return found

@@ -26,7 +26,9 @@ ENV_PREFIX = "ROTA_"
 
 @dataclass(frozen=True)
 class RotaSettings:
-    #: Where NATS is. ``rota up`` starts an embedded server and writes its URL here.
+    #: Where NATS is: one URL, or the URLs of a cluster's nodes separated by commas
+    #: (a client connects to any and moves to another when its node goes away).
+    #: ``rota up`` starts an embedded server and writes its URL here.
     nats_url: str = "nats://127.0.0.1:4222"
     #: Auth token for NATS (the embedded server is started with one).
     nats_token: str = ""
@@ -50,8 +52,13 @@ class RotaSettings:
     api_url: str = "http://127.0.0.1:8000"
     #: API token for the CLI (``Authorization: Bearer``).
     api_token: str = ""
-    #: Streams and KV buckets are created with this many replicas (3 in a cluster).
-    nats_replicas: int = 1
+    #: Replicas of every stream, bucket and object store: 0 (the default) takes
+    #: them from the cluster (3 when it has three or more nodes, else 1, never
+    #: fewer than a resource already has); 1, 3 or 5 sets them.
+    nats_replicas: int = 0
+    #: Monitoring addresses of NATS nodes (``http://127.0.0.1:8222``, comma-separated)
+    #: that ``rota doctor`` and the ops cluster page read the meta group from.
+    nats_monitor_urls: list[str] = field(default_factory=list)
     #: How long a terminal run's live snapshot stays in KV (SQL keeps the history).
     snapshot_max_age_seconds: float = 7 * 24 * 3600
     #: A worker that gets SIGTERM lets its runs finish for this long, then hands them back.
@@ -77,6 +84,11 @@ class RotaSettings:
     #: After a cancel, how long a flow gets to stop through ``Engine.cancel``
     #: before its process is killed.
     pyoco_cancel_grace_seconds: float = 5.0
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """``nats_url`` as a list: the cluster's seed URLs, in the order given."""
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
     @property
     def tls_cert_path(self) -> Path:

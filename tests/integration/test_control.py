@@ -31,6 +31,7 @@ from rota.worker.daemon import Worker
 from rota.worker.executors.command import CommandExecutor
 from rota.worker.executors.python import PythonExecutor
 from tests.conftest import eventually
+from tests.secret_volume import SecretVolume
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -181,6 +182,48 @@ async def test_server_presents_renewed_certificate_without_restart(
         after = await asyncio.to_thread(_presented_serial, w.grpc_endpoint, tls_dir)
         assert after == x509.load_pem_x509_certificate(cert).serial_number != before
     finally:
+        await w.shutdown(grace=1)
+
+
+async def test_both_ends_follow_a_secret_volume_swap_without_restart(
+    rota_settings, tls_dir, tmp_path
+):
+    """cert-manager renews the Secret; the kubelet swaps the mounted files by a
+    symlink (tests/secret_volume.py). The worker presents the new certificate and
+    a client calls with its new one, with no restart of either."""
+    import dataclasses
+
+    ca_key, ca_cert = (tls_dir / "ca.key").read_bytes(), (tls_dir / "ca.crt").read_bytes()
+
+    def issue(name: str) -> dict[str, bytes]:
+        key, cert = make_node_cert(ca_key, ca_cert, [name])
+        return {"tls.crt": cert, "tls.key": key, "ca.crt": ca_cert}
+
+    server_vol, client_vol = SecretVolume(tmp_path / "server"), SecretVolume(tmp_path / "client")
+    server_vol.write(issue("pod-a"))
+    client_vol.write(issue("web-a"))
+    settings = dataclasses.replace(rota_settings, tls_dir=server_vol.root)
+    w = Worker(settings, tags=["swap"], roles={"execute"}, executors={})
+    await w.start()
+    c = _client_for(client_vol.root)
+    try:
+        await c.ping(w.grpc_endpoint)
+        renewed = issue("pod-a")
+        server_vol.write(renewed)
+        shown = await asyncio.to_thread(_presented_serial, w.grpc_endpoint, tls_dir)
+        assert shown == x509.load_pem_x509_certificate(renewed["tls.crt"]).serial_number
+
+        # The client's Secret now holds another CA's identity: its next call uses it
+        # (and is refused), then the renewed one from our CA (and is accepted).
+        init_certs(tmp_path / "foreign", ["x"])
+        client_vol.write_dir(tmp_path / "foreign")
+        with pytest.raises(WorkerUnreachable):
+            await c.ping(w.grpc_endpoint)
+        client_vol.write(issue("web-a"))
+        reply, _ = await c.ping(w.grpc_endpoint)
+        assert reply.worker_id == w.worker_id
+    finally:
+        await c.close()
         await w.shutdown(grace=1)
 
 

@@ -1,4 +1,4 @@
-"""rota's Django system checks (rota.E001..E006, rota.W001, rota.W002).
+"""rota's Django system checks (rota.E001..E006, rota.W001..W003).
 
 No database is needed: the checks only read settings.
 """
@@ -61,9 +61,27 @@ def test_bad_nats_url_is_e002(url):
     assert messages[0].level == django_checks.ERROR
 
 
-@pytest.mark.parametrize("url", ["nats://a:4222", "tls://a:4222", "ws://a:8080", "wss://a:443"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "nats://a:4222",
+        "tls://a:4222",
+        "ws://a:8080",
+        "wss://a:443",
+        "nats://a:4222,nats://b:4222, nats://c:4222",
+    ],
+)
 def test_nats_url_schemes_accepted(url):
     assert run_with({**GOOD, "nats_url": url}) == []
+
+
+def test_a_cluster_list_with_a_bad_url_is_e002():
+    assert ids(run_with({**GOOD, "nats_url": "nats://a:4222,b:4222"})) == ["rota.E002"]
+
+
+def test_a_made_up_secret_key_is_w003():
+    with override_settings(SECRET_KEY="rota-ephemeral-abc"):
+        assert ids(run_with(GOOD)) == ["rota.W003"]
 
 
 def test_empty_node_id_is_e003():

@@ -32,7 +32,7 @@ def test_defaults():
     assert s.tls_dir == Path("/etc/rota/tls")
     assert s.tls_cert is None and s.tls_key is None and s.tls_ca is None
     assert s.node_id == socket.gethostname()
-    assert s.nats_replicas == 1
+    assert s.nats_replicas == 0  # from the cluster
     assert s.worker_capacity == 16
 
 

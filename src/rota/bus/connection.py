@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from rota.bus import subjects
+from rota.bus.retry import through_outage
 from rota.conf import RotaSettings
 from rota.errors import BackendUnavailable
 
@@ -50,13 +51,19 @@ async def connect(
 
     try:
         nc = await nats.connect(
-            settings.nats_url,
+            # Every node given; the client also learns the cluster's other nodes
+            # from the server and reconnects to a live one when its node goes away.
+            settings.nats_servers,
             token=settings.nats_token or None,
             name=name,
             # A few tries at start, so an unreachable NATS is reported, not
             # waited on forever; once connected, reconnect forever (below).
             max_reconnect_attempts=initial_attempts,
             reconnect_time_wait=0.5,
+            # Reconnect to a node that lives quickly: a run's heartbeats and the
+            # leader's lease renewals must go on within seconds of a node loss.
+            ping_interval=5,
+            max_outstanding_pings=2,
             connect_timeout=5,
             allow_reconnect=True,
             error_cb=on_error,
@@ -71,9 +78,10 @@ async def connect(
         ) from exc
     nc.options["max_reconnect_attempts"] = -1
     js = nc.jetstream(timeout=10)
+    # A cluster busy with many processes starting at once answers late: try again.
     if ensure:
         from rota.bus.resources import ensure_resources
 
-        await ensure_resources(js, settings)
-    runs = await js.key_value(subjects.RUNS_BUCKET)
+        await through_outage(ensure_resources, js, settings)
+    runs = await through_outage(js.key_value, subjects.RUNS_BUCKET)
     return Bus(nc=nc, js=js, runs=runs)

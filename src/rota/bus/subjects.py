@@ -55,6 +55,19 @@ METRICS_HISTOGRAMS_KEY = "metrics.histograms"
 
 PROJECTOR_CONSUMER = "rota_projector"
 
+KV_BUCKETS = (RUNS_BUCKET, WORKERS_BUCKET, HEARTBEATS_BUCKET, LEASES_BUCKET, COORD_BUCKET)
+OBJECT_STORES = (LOGS_STORE,)
+
+
+def jetstream_streams() -> list[tuple[str, str, str]]:
+    """Every JetStream stream that holds rota's data, as (stream, kind, rota's name):
+    a KV bucket ``b`` lives in stream ``KV_b``, an object store ``o`` in ``OBJ_o``."""
+    return [
+        *((s, "stream", s) for s in (WORK_STREAM, DLQ_STREAM, LOGS_STREAM)),
+        *((f"KV_{b}", "kv", b) for b in KV_BUCKETS),
+        *((f"OBJ_{o}", "objects", o) for o in OBJECT_STORES),
+    ]
+
 
 def work_subject(tag: str) -> str:
     return f"{WORK_PREFIX}.tag.{safe_token(tag)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Any
 
 from rota.cli.base import setup_django
 
@@ -14,9 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
-def diagnose() -> list[tuple[bool, str, str]]:
-    """(ok, what, hint) for each check, in the order a person would fix them."""
-    results: list[tuple[bool, str, str]] = []
+def diagnose() -> list[tuple[bool | None, str, str]]:
+    """(ok, what, hint) for each check, in the order a person would fix them;
+    ok is None for a warning."""
+    results: list[tuple[bool | None, str, str]] = []
     setup_django()
     from django.core import checks
 
@@ -39,24 +41,29 @@ def diagnose() -> list[tuple[bool, str, str]]:
     except NatsServerError as exc:
         results.append((False, exc.message, exc.hint))
 
-    async def nats_check() -> tuple[bool, str, str]:
+    async def nats_check() -> list[tuple[bool | None, str, str]]:
         from rota.bus.connection import connect
         from rota.errors import BackendUnavailable
 
         try:
             bus = await asyncio.wait_for(connect(settings, name="rota-doctor"), 8)
         except BackendUnavailable as exc:
-            return False, exc.message, exc.hint
+            return [(False, exc.message, exc.hint)]
         except Exception as exc:
-            return (
-                False,
-                f"NATS at {settings.nats_url} answered but rota's buckets are missing ({exc})",
-                "start `rota up` or a worker once: they create streams and buckets",
-            )
-        await bus.close()
-        return True, f"NATS reachable at {settings.nats_url}, rota's streams and buckets exist", ""
+            return [
+                (
+                    False,
+                    f"NATS at {settings.nats_url} answered but rota's buckets are missing ({exc})",
+                    "start `rota up` or a worker once: they create streams and buckets",
+                )
+            ]
+        try:
+            reached = f"NATS reachable at {settings.nats_url}, rota's streams and buckets exist"
+            return [(True, reached, ""), *await cluster_lines(bus, settings)]
+        finally:
+            await bus.close()
 
-    results.append(asyncio.run(nats_check()))
+    results += asyncio.run(nats_check())
 
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
@@ -121,12 +128,44 @@ def diagnose() -> list[tuple[bool, str, str]]:
     return results
 
 
+async def cluster_lines(bus: Any, settings: Any) -> list[tuple[bool | None, str, str]]:
+    """The NATS cluster: its nodes and meta leader, each rota stream's replicas and
+    lag, then its problems (see rota.bus.cluster)."""
+    from rota.bus.cluster import cluster_report
+
+    report = await cluster_report(bus.nc, monitor_urls=settings.nats_monitor_urls)
+    leader = report.meta_leader or (
+        "unknown (set ROTA_NATS_MONITOR_URLS to see it)" if not report.meta_known else "none"
+    )
+    where = f"cluster {report.cluster}" if report.cluster else "single server"
+    names = ", ".join(n.name for n in report.nodes) or "?"
+    lines: list[tuple[bool | None, str, str]] = [
+        (True, f"NATS {where}: {len(report.nodes)} node(s) ({names}), meta leader {leader}", "")
+    ]
+    for s in report.streams:
+        if s.exists:
+            followers = ", ".join(
+                f"{p.name} {'offline' if p.offline else f'lag {p.lag}'}" for p in s.followers
+            )
+            lines.append(
+                (
+                    True,
+                    f"NATS {s.kind} {s.resource}: {s.replicas} replica(s), leader "
+                    f"{s.leader or 'none'}" + (f", followers {followers}" if followers else ""),
+                    "",
+                )
+            )
+    for p in report.problems:
+        lines.append((None if p.warning else False, f"NATS: {p.what}", p.hint))
+    return lines
+
+
 def handle(args: argparse.Namespace) -> int:
     bad = 0
     for ok, what, hint in diagnose():
-        print(("ok    " if ok else "FAIL  ") + what)
+        print({True: "ok    ", None: "WARN  ", False: "FAIL  "}[ok] + what)
         if not ok:
-            bad += 1
+            bad += ok is False
             if hint:
                 print("      → " + hint)
     return 1 if bad else 0

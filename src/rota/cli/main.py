@@ -13,9 +13,11 @@ from rota.cli import (
     doctor,
     leader,
     migrate,
+    nats,
     pods,
     schedules,
     server,
+    tokens,
     up,
     worker,
     workers,
@@ -28,6 +30,7 @@ COMMANDS = {
     "server": server,
     "worker": worker,
     "migrate": migrate,
+    "tokens": tokens,
     "certs": certs,
     "workers": workers,
     "leader": leader,
@@ -42,6 +45,7 @@ COMMANDS = {
         handle=schedules.handle_events,
     ),
     "doctor": doctor,
+    "nats": nats,
     "assets": assets,
     "jobs": SimpleNamespace(
         help="define and list jobs", add_arguments=client.add_jobs, handle=client.handle_jobs

@@ -11,6 +11,7 @@ A second start reuses the data dir: same NATS port and token, same database.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -43,6 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="NATS port (default: the last one used, else a free one)",
+    )
+    parser.add_argument(
+        "--nats-url",
+        default="",
+        help="use this NATS (a cluster: its URLs, comma-separated) instead of starting one; "
+        "its token from ROTA_NATS_TOKEN (ROTA_NATS_URL alone does not do this: the "
+        "rota.env of an earlier start sets it)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="use this database (postgres://user:pass@host/db) instead of SQLite in the data dir",
     )
     parser.add_argument("--no-worker", action="store_true", help="start no worker")
     parser.add_argument(
@@ -162,11 +176,15 @@ def handle(args: argparse.Namespace) -> int:
             f"port {args.port} is already in use",
             hint="stop what listens there (another `rota up`?) or pass --port",
         )
+    external_nats = bool(args.nats_url)
     nats_port = args.nats_port
-    if not nats_port and previous.get("ROTA_NATS_URL"):
-        old = int(previous["ROTA_NATS_URL"].rsplit(":", 1)[-1])
-        nats_port = 0 if port_in_use(old) else old
-    nats_token = _secret(data_dir / "nats.token")
+    if not external_nats and not nats_port and previous.get("ROTA_NATS_URL"):
+        with contextlib.suppress(ValueError):
+            old = int(previous["ROTA_NATS_URL"].rsplit(":", 1)[-1])
+            nats_port = 0 if port_in_use(old) else old
+    nats_token = (
+        os.environ.get("ROTA_NATS_TOKEN", "") if external_nats else _secret(data_dir / "nats.token")
+    )
     _secret(data_dir / "secret_key")
     tls_dir = data_dir / "tls"
     if not (tls_dir / "tls.crt").exists():
@@ -184,24 +202,28 @@ def handle(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    stack.nats = EmbeddedNats(
-        data_dir / "nats",
-        port=nats_port,
-        token=nats_token,
-        sync_interval=args.sync_interval,
-        log_file=data_dir / "nats.log",
-    )
-    try:
-        stack.nats.start()
-    except NatsServerError as exc:
-        raise CommandError(exc.message, hint=exc.hint) from None
+    if external_nats:
+        nats_url = args.nats_url
+    else:
+        stack.nats = EmbeddedNats(
+            data_dir / "nats",
+            port=nats_port,
+            token=nats_token,
+            sync_interval=args.sync_interval,
+            log_file=data_dir / "nats.log",
+        )
+        try:
+            stack.nats.start()
+        except NatsServerError as exc:
+            raise CommandError(exc.message, hint=exc.hint) from None
+        nats_url = stack.nats.url
 
     api_url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     env = {
         "ROTA_DATA_DIR": str(data_dir),
-        "ROTA_NATS_URL": stack.nats.url,
+        "ROTA_NATS_URL": nats_url,
         "ROTA_NATS_TOKEN": nats_token,
-        "ROTA_DATABASE_URL": f"sqlite:///{data_dir / 'rota.sqlite3'}",
+        "ROTA_DATABASE_URL": args.database_url or f"sqlite:///{data_dir / 'rota.sqlite3'}",
         "ROTA_TLS_DIR": str(tls_dir),
         # Workers of a one-machine stack listen on loopback, each on a free port
         # it advertises in the registry.
@@ -243,7 +265,8 @@ def handle(args: argparse.Namespace) -> int:
         if password:
             print(f"  admin user: admin  password: {password}  (shown once)")
         print(f"  API token:  {token}  (also in {data_dir / 'admin.token'})")
-        print(f"  NATS:       {stack.nats.url}")
+        print(f"  NATS:       {nats_url}")
+        print(f"  database:   {_without_password(env['ROTA_DATABASE_URL'])}")
         print(f"  more workers: set -a; . {data_dir / ENV_FILE}; set +a; rota worker --node-id n2")
         sys.stdout.flush()
         crashed = False
@@ -259,6 +282,15 @@ def handle(args: argparse.Namespace) -> int:
         return 1 if crashed else 0
     finally:
         stack.stop()
+
+
+def _without_password(url: str) -> str:
+    """A database URL fit to print: the password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _ensure_ops_assets() -> None:

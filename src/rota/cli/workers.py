@@ -34,8 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_api_args(op)
         op.add_argument("worker_id")
     ping = sub.add_parser("ping", help="Ping a worker over mTLS and print the round trip")
-    ping.add_argument("worker_id")
+    ping.add_argument("worker_id", nargs="?", help="a worker id from the registry")
+    ping.add_argument(
+        "--local",
+        action="store_true",
+        help="ping the worker of this machine or pod at its ROTA_GRPC_PORT, reading only "
+        "ROTA_* variables (no NATS, no database): a liveness/readiness probe",
+    )
     ping.add_argument("--count", type=int, default=1)
+    ping.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds to wait for each answer (default 2)"
+    )
     st = sub.add_parser("status", help="GetStatus of a worker over mTLS")
     st.add_argument("worker_id")
 
@@ -126,8 +135,62 @@ def control_client():  # type: ignore[no-untyped-def]
 def handle(args: argparse.Namespace) -> int:
     if args.workers_cmd not in ("ping", "status"):
         return _api_command(args)
+    if args.workers_cmd == "ping" and args.local:
+        if args.worker_id:
+            raise CommandError("give a worker id or --local, not both")
+        return asyncio.run(_ping_local(args))
+    if args.workers_cmd == "ping" and not args.worker_id:
+        raise CommandError("which worker?", hint="give a worker id (`rota workers`), or --local")
     setup_django()
     return asyncio.run(_control(args))
+
+
+def local_endpoint(settings) -> str:  # type: ignore[no-untyped-def]
+    """Where this machine's worker listens, seen from the same machine or pod."""
+    if settings.grpc_port == 0:
+        raise CommandError(
+            "ROTA_GRPC_PORT is 0 (any free port): there is no known port to ping",
+            hint="give the worker a fixed ROTA_GRPC_PORT, and the probe the same",
+        )
+    host = settings.grpc_host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    return f"{host}:{settings.grpc_port}"
+
+
+async def _ping_local(args: argparse.Namespace) -> int:
+    """Ping the local worker over mutual TLS with this node's own certificate.
+
+    Built for an exec probe: it reads ROTA_* variables only (never Django or
+    NATS), makes one attempt per ping, and exits 2 when the worker does not
+    answer in time or refuses the certificate. An answer means the worker's
+    event loop runs and its control plane serves with the current certificates.
+    """
+    from rota.conf import SettingsError, build_settings
+    from rota.control.client import ControlClient, ControlError
+    from rota.control.tls import TlsError, TlsFiles
+
+    try:
+        settings = build_settings()
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+    endpoint = local_endpoint(settings)
+    client = ControlClient(TlsFiles.from_settings(settings), timeout=args.timeout, retries=0)
+    try:
+        for _ in range(args.count):
+            reply, rtt = await client.ping(endpoint)
+            print(f"pong from {reply.worker_id} at {endpoint}: {rtt * 1000:.2f} ms")
+    except (ControlError, TlsError) as exc:
+        raise CommandError(
+            f"no answer from the local worker: {exc}",
+            hint="is `rota worker` running here with this ROTA_GRPC_PORT, and are "
+            "ROTA_TLS_DIR's certificates from its CA?",
+        ) from None
+    finally:
+        await client.close()
+    return 0
 
 
 async def _control(args: argparse.Namespace) -> int:

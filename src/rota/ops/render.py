@@ -19,6 +19,7 @@ NAV = (
     ("rota-ops:runs", gettext_lazy("Runs"), "runs"),
     ("rota-ops:workers", gettext_lazy("Workers"), "workers"),
     ("rota-ops:leader", gettext_lazy("Leader"), "leader"),
+    ("rota-ops:nats", gettext_lazy("NATS"), "nats"),
     ("rota-ops:events", gettext_lazy("Events"), "events"),
     ("rota-ops:dlq", gettext_lazy("DLQ"), "dlq"),
     ("rota-ops:settings", gettext_lazy("Settings"), "settings"),

@@ -7,7 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.i18n import set_language
 
-from rota.ops import pages, runs, workers
+from rota.ops import nats, pages, runs, workers
 
 app_name = "rota-ops"
 
@@ -36,6 +36,7 @@ urlpatterns = [
     path("workers/<str:worker_id>/ping", workers.worker_ping, name="worker-ping"),
     path("workers/<str:worker_id>/status", workers.worker_status, name="worker-status"),
     path("leader/", workers.leader_page, name="leader"),
+    path("nats/", nats.nats_page, name="nats"),
     path("settings/", pages.settings_page, name="settings"),
     path("audit/", pages.audit_page, name="audit"),
     path("events/", pages.events_page, name="events"),

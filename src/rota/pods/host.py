@@ -38,6 +38,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from rota.bus.connection import Bus
+from rota.bus.resources import cluster_size, replicas_for_cluster
 from rota.pods import protocol as proto
 from rota.pods import subjects
 from rota.pods.config import Mode, PodProtocol, PodsConfig, TaskSpec
@@ -139,7 +140,8 @@ class PodHost:
         output are written (default: this process's stdout).
     :param queue_limit: messages a task (or a broadcast instance) may hold
         waiting; beyond it new ones are dropped and counted in the status.
-    :param latest_replicas: replicas of the ``rota_topics`` bucket if created.
+    :param latest_replicas: replicas of the ``rota_topics`` bucket if created
+        (0: from the cluster's size, as rota's other buckets).
     """
 
     def __init__(
@@ -152,7 +154,7 @@ class PodHost:
         interactive: bool = False,
         echo: Echo | None = None,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
-        latest_replicas: int = 1,
+        latest_replicas: int = 0,
         terminal_stdin: Any = None,
     ) -> None:
         self.config = config
@@ -238,7 +240,8 @@ class PodHost:
                     history=1,
                     storage=StorageType.MEMORY,
                     max_bytes=256 * 1024 * 1024,
-                    replicas=self.latest_replicas,
+                    replicas=self.latest_replicas
+                    or replicas_for_cluster(cluster_size(self.bus.nc)),
                     description="rota pods: latest message of each topic",
                 )
             )

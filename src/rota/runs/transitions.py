@@ -16,6 +16,7 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from rota.bus.retry import through_outage
 from rota.bus.subjects import run_key
 from rota.domain.snapshot import RunSnapshot, advance, decode, tail, with_event
 from rota.domain.states import CLAIMABLE, OWNED, ContinuationState, RunState, is_terminal
@@ -23,6 +24,16 @@ from rota.worker.executors.base import Outcome
 
 #: How often a transition re-reads and retries after losing a compare-and-set.
 MAX_CAS_RETRIES = 10
+
+
+def _is_write(found: RunSnapshot, written: RunSnapshot) -> bool:
+    """Whether ``found`` is the very snapshot this process wrote as ``written``."""
+    return (
+        found.worker_id == written.worker_id
+        and found.attempt == written.attempt
+        and found.assigned_at == written.assigned_at
+        and found.state == written.state
+    )
 
 
 @dataclass(slots=True)
@@ -39,7 +50,7 @@ class RunStore:
 
     async def get(self, run_id: str) -> Versioned | None:
         try:
-            entry = await self.kv.get(run_key(run_id))
+            entry = await through_outage(self.kv.get, run_key(run_id))
         except KeyNotFoundError:
             return None
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
@@ -49,7 +60,7 @@ class RunStore:
     async def create(self, snap: RunSnapshot) -> Versioned:
         """Write a new run's first snapshot; if it exists already, return that one."""
         try:
-            rev = await self.kv.create(run_key(snap.run_id), snap.encode())
+            rev = await through_outage(self.kv.create, run_key(snap.run_id), snap.encode())
             return Versioned(snap, rev)
         except KeyWrongLastSequenceError:
             current = await self.get(snap.run_id)
@@ -59,8 +70,11 @@ class RunStore:
             return current
 
     async def _write(self, new: RunSnapshot, rev: int) -> int | None:
+        """The compare-and-set. Through a NATS outage it tries again; a try whose
+        reply was lost after it landed then loses the compare-and-set to itself,
+        and the caller's re-read finds the write done."""
         try:
-            return await self.kv.update(run_key(new.run_id), new.encode(), last=rev)
+            return await through_outage(self.kv.update, run_key(new.run_id), new.encode(), last=rev)
         except KeyWrongLastSequenceError:
             return None
 
@@ -75,7 +89,10 @@ class RunStore:
         terminal): the caller drops the message.
         """
         current: Versioned | None = seen
+        new: RunSnapshot | None = None
         for _ in range(MAX_CAS_RETRIES):
+            if current is not None and new is not None and _is_write(current.snap, new):
+                return current  # our claim landed; only its reply was lost (a node died)
             if current is None or current.snap.state not in CLAIMABLE:
                 return None
             if current.snap.attempt != seen.snap.attempt:

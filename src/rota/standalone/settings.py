@@ -17,7 +17,7 @@ DATA_DIR = Path(os.environ.get("ROTA_DATA_DIR", ".rota")).resolve()
 def _secret_key() -> str:
     if os.environ.get("ROTA_SECRET_KEY"):
         return os.environ["ROTA_SECRET_KEY"]
-    path = DATA_DIR / "secret_key"
+    path = Path(os.environ.get("ROTA_SECRET_KEY_FILE") or DATA_DIR / "secret_key")
     try:
         return path.read_text().strip()
     except OSError:

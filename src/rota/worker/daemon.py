@@ -34,6 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from rota.bus import subjects
 from rota.bus.connection import Bus, connect
+from rota.bus.retry import TRANSIENT, through_outage
 from rota.conf import RotaSettings
 from rota.control.fence import EpochFence
 from rota.domain.ids import new_worker_id
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 RUN_HEARTBEAT_SECONDS = 15.0
 #: How often snapshots of runs older than this are re-read (cancel, lost ownership).
 WATCH_SECONDS = 1.0
+#: An unchanged registry entry is written again this often (it is written at
+#: once whenever it changes).
+REGISTRY_REFRESH_SECONDS = 30.0
 
 
 @dataclass
@@ -128,6 +132,9 @@ class Worker:
         self._shutdown_started = False
         self.started_at = time.time()
         self.completed = 0
+        #: The registry entry last written, and when (monotonic).
+        self._registered: dict[str, Any] | None = None
+        self._registered_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -155,10 +162,11 @@ class Worker:
                 latest_replicas=self.settings.nats_replicas,
             )
             await self.pod_host.start(self.bus)
-        self.workers_kv = await self.bus.js.key_value(subjects.WORKERS_BUCKET)
-        self.heartbeats_kv = await self.bus.js.key_value(subjects.HEARTBEATS_BUCKET)
-        self.leases_kv = await self.bus.js.key_value(subjects.LEASES_BUCKET)
-        self.coord_kv = await self.bus.js.key_value(subjects.COORD_BUCKET)
+        bucket = self.bus.js.key_value
+        self.workers_kv = await through_outage(bucket, subjects.WORKERS_BUCKET)
+        self.heartbeats_kv = await through_outage(bucket, subjects.HEARTBEATS_BUCKET)
+        self.leases_kv = await through_outage(bucket, subjects.LEASES_BUCKET)
+        self.coord_kv = await through_outage(bucket, subjects.COORD_BUCKET)
         if self._control_enabled:
             await self._start_control()
         await self._beat()
@@ -167,6 +175,7 @@ class Worker:
         self._spawn(self._heartbeat_loop())
         self._spawn(self._watch_loop())
         self._spawn(self._settings_loop())
+        self._spawn(self._marks_loop())
         if "lead" in self.roles:
             self._start_campaign()
         log.info(
@@ -241,7 +250,9 @@ class Worker:
 
     async def _work_subscription(self, subject: str, durable: str):  # type: ignore[no-untyped-def]
         assert self.bus is not None
-        return await self.bus.js.pull_subscribe(
+        # Many workers starting at once keep the JetStream API busy: ride it out.
+        return await through_outage(
+            self.bus.js.pull_subscribe,
             subject,
             durable=durable,
             stream=subjects.WORK_STREAM,
@@ -412,8 +423,19 @@ class Worker:
             "thresholds": self.thresholds.as_dict(),
         }
 
-    async def _register(self, state: str) -> None:
-        await self.workers_kv.put(self.worker_id, orjson.dumps(self.registry_entry(state)))
+    async def _register(self, state: str, *, unless_unchanged: bool = False) -> None:
+        """Write this worker's registry entry; with ``unless_unchanged`` only when
+        it differs from the last one written (or that one is old): an idle
+        worker's only steady NATS traffic is then its heartbeat."""
+        entry = self.registry_entry(state)
+        if (
+            unless_unchanged
+            and entry == self._registered
+            and time.monotonic() - self._registered_at < REGISTRY_REFRESH_SECONDS
+        ):
+            return
+        await self.workers_kv.put(self.worker_id, orjson.dumps(entry))
+        self._registered, self._registered_at = entry, time.monotonic()
 
     async def _beat(self) -> None:
         await self.heartbeats_kv.put(self.worker_id, orjson.dumps({"load": len(self.active)}))
@@ -428,9 +450,8 @@ class Worker:
         while not self.stopped.is_set():
             try:
                 await self._beat()
-                await self._follow_marks()
                 if not self._shutdown_started:
-                    await self._register(self._state())
+                    await self._register(self._state(), unless_unchanged=True)
                 if time.monotonic() - last_run_beat >= RUN_HEARTBEAT_SECONDS:
                     last_run_beat = time.monotonic()
                     await self._beat_runs()
@@ -443,20 +464,36 @@ class Worker:
                     self.stopped.wait(), self.thresholds.heartbeat_interval_seconds
                 )
 
-    async def _follow_marks(self) -> None:
-        """Detach and undock are marks an operator puts in KV; follow them."""
-        from nats.js.errors import KeyNotFoundError
+    async def _marks_loop(self) -> None:
+        """Detach and undock are marks an operator puts in KV: watch this worker's
+        (a watch costs nothing while nothing changes; a poll costs a request per
+        heartbeat). An undock gives the worker a new id, whose mark is watched next."""
+        while not self.stopped.is_set():
+            worker_id = self.worker_id
+            watcher = await self.coord_kv.watch(subjects.detached_key(worker_id))
+            try:
+                async for entry in watcher:
+                    if entry is None:
+                        continue  # the initial values are all delivered
+                    await self._follow_mark(bool(entry.value) and entry.operation is None)
+                    if self.worker_id != worker_id:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("watching operator marks failed; watching again", exc_info=True)
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()
 
-        try:
-            entry = await self.coord_kv.get(subjects.detached_key(self.worker_id))
-            marked = bool(entry.value)
-        except KeyNotFoundError:
-            marked = False
+    async def _follow_mark(self, marked: bool) -> None:
         if marked and not self.detached:
             log.warning("worker %s detached by an operator: taking no new work", self.worker_id)
             self.detached = True
             self.stop_pulling.set()
             self._slot_freed.set()
+            await self._register(self._state())
         elif self.detached and not marked and not self._shutdown_started:
             await self._rejoin()
 
@@ -641,6 +678,23 @@ class Worker:
             return False
         return True
 
+    async def _record(self, act: Active, outcome: Outcome) -> None:
+        """Write the outcome; through any NATS outage, until this worker stops
+        (a run whose outcome is lost would stay RUNNING under a live worker).
+        Writes nothing if the run was handed back or taken over meanwhile."""
+        assert self.store is not None
+        while True:
+            try:
+                await self.store.finish(act.version, outcome)
+                return
+            except TRANSIENT:
+                if self.stopped.is_set():
+                    raise
+                log.warning(
+                    "recording run %s: NATS unavailable; trying again", act.version.snap.run_id
+                )
+                await asyncio.sleep(1)
+
     def _launch(self, claimed: Versioned) -> None:
         act = Active(claimed)
         self.active[claimed.snap.run_id] = act
@@ -678,8 +732,7 @@ class Worker:
                 finally:
                     live_output.reset(token)
                     await output.close()
-            # Writes nothing if the run was handed back or taken over meanwhile.
-            await self.store.finish(act.version, outcome)
+            await self._record(act, outcome)
             self.completed += 1
         except asyncio.CancelledError:
             raise

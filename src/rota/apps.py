@@ -23,3 +23,9 @@ class RotaConfig(AppConfig):
                     pass  # reported by the system check rota.E001
 
         setting_changed.connect(on_setting_changed, weak=False)
+
+        from django.contrib.auth.signals import user_login_failed
+
+        from rota.ops.security import audit_failed_login
+
+        user_login_failed.connect(audit_failed_login, dispatch_uid="rota.audit_failed_login")

@@ -73,6 +73,12 @@ class RotaSettings:
     #: Modules whose Pyoco flows and tasks the ``pyoco`` executor knows, besides
     #: the ``rota.flows`` entry points (``ROTA_FLOW_MODULES``: comma-separated).
     flow_modules: list[str] = field(default_factory=list)
+    #: Server-Sent Event streams (watches, log tails) one token or session may
+    #: hold open at once in one web process; one more is answered 429.
+    sse_streams_per_token: int = 20
+    #: NATS consumers at which /health reports pressure (degraded at the
+    #: account's own limit when it has one, else at this).
+    nats_consumers_limit: int = 1000
     #: Warm child processes kept for the ``pyoco`` executor.
     pyoco_pool_size: int = 2
     #: After a cancel, how long a flow gets to stop through ``Engine.cancel``

@@ -44,6 +44,12 @@ class InvalidInput(RotaError):
         return {"detail": self.message, "field": self.field}
 
 
+class TooLarge(RotaError):
+    """A request body over the size limit."""
+
+    http_status = 413
+
+
 class BackendUnavailable(RotaError):
     retryable = True
     http_status = 503

@@ -33,7 +33,7 @@ def jobs(stack):
     }
     script = (
         "import sys, time\n"
-        "n = int(sys.argv[sys.argv.index('--count') + 1])\n"
+        "n = int([a for a in sys.argv if a.startswith('--count=')][0].split('=')[1])\n"
         "for i in range(n):\n"
         "    print('line', i, flush=True)\n"
         "    time.sleep(0.2)\n"

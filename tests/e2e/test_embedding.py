@@ -331,6 +331,14 @@ def test_django_job_runs_the_host_command_with_args_and_params(host):
         target="greet",
         args=["hello", "big world"],
         default_params={"name": "world"},
+        params_schema={
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "times": {"type": "integer"},
+                "shout": {"type": "boolean"},
+            },
+        },
     )
     hostile = "ops; echo $(id) 'quoted'"
     run = _finished(host, _submit(c, "greet", name=hostile, times=2, shout=True))
@@ -338,7 +346,7 @@ def test_django_job_runs_the_host_command_with_args_and_params(host):
     assert run["kind"] == "django" and run["exit_code"] == 0
     assert run["worker_id"].startswith("shop-e2e-")
     out = run["stdout"].splitlines()
-    # Job args are positional arguments, params are --key value options, every
+    # Job args are positional arguments, params are --key=value options, every
     # value one argv item (no shell ever saw the name).
     assert out[:2] == [f"HELLO {hostile.upper()}"] * 2
     assert "words: ['hello', 'big world']" in out

@@ -371,7 +371,7 @@ def test_history_under_random_sigkills(cluster, tmp_path):
         "import os,sys,time\n"
         "p=os.environ['ROTA_RUN_ID']+' '+os.environ['ROTA_ATTEMPT']\n"
         f"open({str(log)!r},'a').write(f'start {{p}} {{time.time()}}\\n')\n"
-        "time.sleep(float(sys.argv[-1]))\n"
+        "time.sleep(float(sys.argv[-1].split('=')[-1]))\n"
         f"open({str(log)!r},'a').write(f'end {{p}} {{time.time()}}\\n')\n"
     )
     r = cluster.stack.client.post(
@@ -386,7 +386,7 @@ def test_history_under_random_sigkills(cluster, tmp_path):
         },
     )
     assert r.status_code == 201, r.text
-    # A param becomes "--s 0.7"; the script reads the last argv item.
+    # A param becomes "--s=0.7"; the script reads the last argv item.
     run_ids = [
         cluster.stack.client.post(
             "/runs", json={"job": "chaos", "params": {"s": round(rng.uniform(0.2, 1.5), 2)}}

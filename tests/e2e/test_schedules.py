@@ -85,7 +85,14 @@ def test_the_same_event_twice_runs_each_subscriber_once(cluster):  # noqa: F811
     for name in ("invoice", "notify"):
         r = c.post(
             "/jobs",
-            json={"name": name, "kind": "command", "target": "true", "subscribed_events": ["paid"]},
+            json={
+                "name": name,
+                "kind": "command",
+                "target": "true",
+                "subscribed_events": ["paid"],
+                # A command job takes only the params its schema declares.
+                "params_schema": {"type": "object", "properties": {"order": {"type": "integer"}}},
+            },
         )
         assert r.status_code == 201
     env = cluster.stack.env()

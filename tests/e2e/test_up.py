@@ -45,12 +45,19 @@ def test_health_is_anonymous(stack):
 
 def test_command_job_succeeds_with_stdout(stack):
     c = stack.client
-    _define(c, "greet", kind="command", target="echo", args=["hello"])
+    _define(
+        c,
+        "greet",
+        kind="command",
+        target="echo",
+        args=["hello"],
+        params_schema={"type": "object", "properties": {"name": {"type": "string"}}},
+    )
     r = c.post("/runs", json={"job": "greet", "params": {"name": "ops"}})
     assert r.status_code == 201, r.text
     run = _finished(c, r.json()["run_id"])
     assert run["state"] == "SUCCEEDED" and run["status"] == "COMPLETED"
-    assert run["stdout"].strip() == "hello --name ops"
+    assert run["stdout"].strip() == "hello --name=ops"
     assert run["exit_code"] == 0
 
 

@@ -60,6 +60,8 @@ async def test_each_subscribed_job_gets_one_run_and_a_repeat_creates_nothing(cli
         target="true",
         subscribed_events=["order.created"],
         default_params={"template": "thanks"},
+        # Free-form: it takes whatever the payload carries.
+        params_schema={"type": "object", "additionalProperties": True},
     )
     await JobDefinition.objects.acreate(
         name="ship",
@@ -107,7 +109,11 @@ async def test_a_payload_one_job_refuses_does_not_block_the_others(client):
         params_schema=schema,
     )
     await JobDefinition.objects.acreate(
-        name="lenient", kind="command", target="true", subscribed_events=["stock"]
+        name="lenient",
+        kind="command",
+        target="true",
+        subscribed_events=["stock"],
+        params_schema={"type": "object", "additionalProperties": True},
     )
     r = await client.post(
         "/events",

@@ -90,7 +90,7 @@ async def test_command_params_become_options(command: CommandExecutor) -> None:
         snap("command", "echo", "a", name="x y", flag=True, off=False, tag=["1", "2"]),
         asyncio.Event(),
     )
-    assert out.stdout == "a --name x y --flag --tag 1 --tag 2\n"
+    assert out.stdout == "a --name=x y --flag --tag=1 --tag=2\n"
 
 
 async def test_command_failure_summary_is_last_stderr_line(command: CommandExecutor) -> None:

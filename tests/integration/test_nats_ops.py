@@ -137,7 +137,12 @@ async def test_up_join_backup_delete_restore_status_down(three_nodes, rota_setti
         # Runs through the run service (nothing serves the tag, so they stay
         # queued in ROTA_WORK), one of them a schedule's fire, and an archived log.
         job = await JobDefinition.objects.acreate(
-            name="nats-ops-job", kind="command", target="true", tags=[TAG]
+            name="nats-ops-job",
+            kind="command",
+            target="true",
+            tags=[TAG],
+            # A command job takes only the params its schema declares.
+            params_schema={"type": "object", "properties": {"i": {"type": "integer"}}},
         )
         sched = await Schedule.objects.acreate(job=job, name="every-minute", cron="* * * * *")
         service = RunService(bus)

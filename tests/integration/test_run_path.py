@@ -57,6 +57,7 @@ async def test_command_success_is_projected_with_stdout(bus, worker):
         name="echo-ok",
         target=sys.executable,
         args=["-c", "import sys; print('hello', sys.argv[1:])"],
+        params_schema={"type": "object", "properties": {"who": {"type": "string"}}},
     )
     run, created = await RunService(bus).submit(RunRequest(job=job, params={"who": "world"}))
     assert created
@@ -67,7 +68,7 @@ async def test_command_success_is_projected_with_stdout(bus, worker):
     assert row.worker_id == worker.worker_id
     assert row.dispatched_at is not None
     log = await RunLog.objects.aget(run_id=run.id, stream="stdout")
-    assert "hello ['--who', 'world']" in log.data
+    assert "hello ['--who=world']" in log.data
 
 
 async def test_command_failure_records_error_summary(bus, worker):

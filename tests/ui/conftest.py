@@ -66,7 +66,11 @@ def ui_stack(tmp_path_factory) -> Iterator[Stack]:
 
     if not assets_present():
         _skip_or_fail("the ops UI's assets are not installed: run `rota assets`")
-    stack = start_stack(tmp_path_factory.mktemp("rota-ui"))
+    # The tests try wrong passwords on purpose, all from 127.0.0.1: keep the
+    # login throttle (tests/integration/test_browser_hardening.py) out of their way.
+    stack = start_stack(
+        tmp_path_factory.mktemp("rota-ui"), env={"ROTA_LOGIN_FAILURE_LIMIT": "1000"}
+    )
     users = ", ".join(f"({name!r}, {group!r})" for name, group in USERS.items())
     django_script(
         stack,

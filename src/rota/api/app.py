@@ -13,14 +13,24 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, NinjaAPI, Query, Schema, Status
-from ninja.errors import HttpError, ValidationError
+from ninja import Field, Query, Schema, Status
+from ninja.errors import HttpError
 
 import rota
 from rota.api import flows as flows_api
 from rota.api.auth import ADMIN_AUTH, OpsAuth, require_view
-from rota.api.docs import LocalSwagger
-from rota.api.schemas import ErrorOut, HealthOut, JobIn, JobOut, RunIn, RunOut, RunPage
+from rota.api.schemas import (
+    ErrorOut,
+    HealthOut,
+    JobIn,
+    JobOut,
+    JobPatch,
+    RunIn,
+    RunOut,
+    RunPage,
+    StrictSchema,
+)
+from rota.api.strict import RotaAPI
 from rota.bus.connection import Bus, connect
 from rota.conf import get_settings
 from rota.domain.clock import utc_from_ts as _dt
@@ -36,40 +46,12 @@ from rota.runs.transitions import RunStore
 
 log = logging.getLogger(__name__)
 
-
-class RotaNinjaAPI(NinjaAPI):
-    """django-ninja with request validation errors as a client reads them."""
-
-    def validation_error_from_error_contexts(self, error_contexts):  # type: ignore[no-untyped-def]
-        """Each error's ``loc`` as the request was written (``["body", "kind"]``:
-        ninja adds the view's parameter name, ``["body", "body", "kind"]``) and a
-        ``field`` in the form rota's own 422s use (``args[0]``, ``structured.n``)."""
-        errors = []
-        for context in error_contexts:
-            wrapper = getattr(context.model, "__read_from_single_attr__", None)
-            for error in super().validation_error_from_error_contexts([context]).errors:
-                loc = list(error["loc"])
-                if wrapper and len(loc) > 1 and loc[1] == wrapper:
-                    del loc[1]
-                errors.append({**error, "loc": loc, "field": field_path(loc[1:])})
-        return ValidationError(errors)
-
-
-def field_path(parts: list[Any]) -> str:
-    """``["args", 0, "name"]`` → ``args[0].name``."""
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-api = RotaNinjaAPI(
+api = RotaAPI(
     title="rota",
     version=rota.__version__,
     description="Jobs, runs, schedules and events of a rota cluster.",
     auth=OpsAuth(),
     urls_namespace="rota-api",
-    docs=LocalSwagger(),
     docs_url="/docs",
     openapi_url="/openapi.json",
     docs_decorator=require_view,
@@ -278,20 +260,38 @@ async def health(request: HttpRequest):  # type: ignore[no-untyped-def]
         except Exception as exc:
             return f"error: {type(exc).__name__}"
 
+    from rota.api.streams import slots
+
     database = await sync_to_async(db_ok)()
+    consumers = None
     try:
         bus = await asyncio.wait_for(get_bus(), 5)
         nats = "ok" if bus.nc.is_connected else "reconnecting"
+        consumers = await asyncio.wait_for(consumer_pressure(bus), 5)
     except Exception as exc:
         nats = f"error: {type(exc).__name__}"
-    ok = database == "ok" and nats == "ok"
+    ok = database == "ok" and nats == "ok" and (consumers or {}).get("state") != "full"
     body = {
         "status": "ok" if ok else "degraded",
         "database": database,
         "nats": nats,
         "version": rota.__version__,
+        "consumers": consumers,
+        "open_streams": slots.total(),
+        "streams_per_token": get_settings().sse_streams_per_token,
     }
     return Status(200 if ok else 503, body)
+
+
+async def consumer_pressure(bus: Bus) -> dict[str, Any]:
+    """The NATS account's consumers against its limit (or ``nats_consumers_limit``)."""
+    from rota.bus.followers import consumer_count
+
+    count, limit = await consumer_count(bus.js)
+    if limit <= 0:
+        limit = get_settings().nats_consumers_limit
+    state = "full" if count >= limit else "high" if count > 0.8 * limit else "ok"
+    return {"count": count, "limit": limit, "state": state}
 
 
 # -- jobs ----------------------------------------------------------------------------
@@ -305,7 +305,7 @@ async def create_job(request: HttpRequest, body: JobIn):  # type: ignore[no-unty
 
     check_schema(body.params_schema)
     if body.default_params:
-        validate_params(body.params_schema, body.default_params)
+        validate_params(body.params_schema, body.default_params, kind=body.kind)
     _check_kind_args(body.kind, body.args)
     check_job_retry(body.retry)
     try:
@@ -348,23 +348,6 @@ async def get_job(request: HttpRequest, name: str):  # type: ignore[no-untyped-d
     return job_out(job)
 
 
-class JobPatch(Schema):
-    target: str | None = None
-    args: list[str] | None = None
-    timeout: float | None = None
-    tags: list[str] | None = None
-    params_schema: dict[str, Any] | None = None
-    default_params: dict[str, Any] | None = None
-    description: str | None = None
-    category: str | None = None
-    max_attempts: int | None = Field(None, ge=1, le=100)
-    retry_backoff_seconds: float | None = Field(None, ge=0, le=604800)
-    retry: dict[str, Any] | None = None
-    execution_policy: str | None = None
-    subscribed_events: list[str] | None = None
-    enabled: bool | None = None
-
-
 def _check_kind_args(kind: str, args: list[Any]) -> None:
     """A celery job's args are its send options (``queue=...``): refuse others."""
     if kind == "celery":
@@ -385,7 +368,7 @@ def _patch_job(name: str, changes: dict[str, Any]) -> JobDefinition:
         setattr(job, key, value)
     check_schema(job.params_schema)
     if job.default_params:
-        validate_params(job.params_schema, job.default_params)
+        validate_params(job.params_schema, job.default_params, kind=job.kind)
     _check_kind_args(job.kind, job.args)
     check_job_retry(job.retry)
     job.save()
@@ -588,10 +571,10 @@ async def control_client():  # type: ignore[no-untyped-def]
 # -- topics --------------------------------------------------------------------------
 
 
-class TopicMessageIn(Schema):
+class TopicMessageIn(StrictSchema):
     data: str
     #: Seconds to wait for the ``<topic>.result`` reply; omit to only publish.
-    wait_result: float | None = None
+    wait_result: float | None = Field(None, allow_inf_nan=False)
 
 
 class TopicMessageOut(Schema):

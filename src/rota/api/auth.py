@@ -89,6 +89,12 @@ class OpsAuth(AuthBase):
         self.level = level
 
     def __call__(self, request: HttpRequest) -> Any:
+        # Before any lookup: PostgreSQL refuses NUL in text, so a NUL in a path
+        # or query parameter would reach it as a 500 (issue 13).
+        if "\x00" in request.path or any("\x00" in v for v in request.GET.values()):
+            from rota.errors import InvalidInput
+
+            raise InvalidInput("NUL characters are not allowed in a URL", field="path")
         header = request.headers.get("Authorization", "")
         raw = ""
         if header.lower().startswith("bearer "):
@@ -100,6 +106,8 @@ class OpsAuth(AuthBase):
             if found is None:
                 return None
             user, groups = found
+            # Who holds event streams (per-token cap): the token, never its text.
+            request.rota_principal = "token:" + hash_token(raw)[:16]  # type: ignore[attr-defined]
         else:
             user = getattr(request, "user", None)
             if user is None or not user.is_authenticated:

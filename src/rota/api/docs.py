@@ -18,5 +18,7 @@ class LocalSwagger(Swagger):
 
     def render_page(self, request: HttpRequest, api: Any, **kwargs: Any) -> HttpResponse:
         self.settings["url"] = self.get_openapi_url(api, kwargs)
-        context = {"swagger_settings": json.dumps(self.settings), "api": api}
+        # The settings go into a <script type="application/json">: no "<" may end it.
+        settings = json.dumps(self.settings).replace("<", "\\u003c")
+        context = {"swagger_settings": settings, "api": api}
         return render(request, self.template, context)

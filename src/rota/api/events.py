@@ -8,12 +8,13 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
+from rota.api.schemas import StrictSchema
 from rota.models import Event, JobRun
 
 router = Router(tags=["events"])
 
 
-class EventIn(Schema):
+class EventIn(StrictSchema):
     name: str = Field(..., min_length=1, max_length=200)
     payload: dict[str, Any] = {}
     dedupe_key: str = Field(..., min_length=1, max_length=200)

@@ -13,6 +13,7 @@ from ninja.files import UploadedFile
 
 from rota.api.schemas import ErrorOut, RunIn, RunOut, TasksOut
 from rota.conf import get_settings
+from rota.domain.params import PARAMS_LIMIT, check_params
 from rota.domain.states import seed003_status
 from rota.errors import InvalidInput, NotFound
 from rota.flows import FLOW_YAML_LIMIT, FlowError, UnknownFlow, flow_from_yaml, registry
@@ -22,8 +23,6 @@ from rota.runs.transitions import RunStore
 
 router = Router(tags=["runs"])
 
-#: Bytes of JSON the params of a flow run may take.
-PARAMS_LIMIT = 64 * 1024
 
 _ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
@@ -33,6 +32,7 @@ def _check_params(params: Any, *, what: str = "params") -> dict[str, Any]:
         raise InvalidInput("params must be a JSON object", field="params")
     if len(orjson.dumps(params)) > PARAMS_LIMIT:
         raise InvalidInput(f"{what} are larger than {PARAMS_LIMIT} bytes", field="params")
+    check_params(params)  # plain-name keys, depth, no NUL: as for a job's params
     return params
 
 

@@ -186,6 +186,26 @@ async def _timing_families(bus: Bus) -> list[Metric]:
     ]
 
 
+async def _consumer_families(bus: Bus) -> list[Metric]:
+    from rota.api.app import consumer_pressure
+    from rota.api.streams import slots
+
+    pressure = await consumer_pressure(bus)
+    count = GaugeMetricFamily(
+        "rota_nats_consumers", "Consumers of the NATS account (watches and log tails included)."
+    )
+    count.add_metric([], pressure["count"])
+    limit = GaugeMetricFamily(
+        "rota_nats_consumers_limit", "Where /health reports consumer pressure (full at this)."
+    )
+    limit.add_metric([], pressure["limit"])
+    streams = GaugeMetricFamily(
+        "rota_sse_streams_open", "Event streams (watches, log tails) open in this web process."
+    )
+    streams.add_metric([], slots.total())
+    return [count, limit, streams]
+
+
 async def collect() -> list[Metric]:
     """Every family, with ``rota_metrics_source_up`` saying which sources answered."""
     from rota.api.app import get_bus
@@ -206,6 +226,7 @@ async def collect() -> list[Metric]:
         bus = await asyncio.wait_for(get_bus(), 5)
         parts = await asyncio.wait_for(
             asyncio.gather(
+                _consumer_families(bus),
                 _queue_families(bus),
                 _worker_families(bus),
                 _dlq_families(bus),

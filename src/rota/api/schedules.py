@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
 from rota.api.auth import ADMIN_AUTH
+from rota.api.schemas import StrictSchema
 from rota.audit import actor_of, record
 from rota.domain import schedules as cal
 from rota.domain.naming import schedule_name
@@ -27,15 +28,15 @@ router = Router(tags=["schedules"])
 Policy = Literal["allow", "skip", "queue", "replace"]
 
 
-class ScheduleIn(Schema):
+class ScheduleIn(StrictSchema):
     task_name: str = Field(..., min_length=1, description="the job to run")
     name: str | None = Field(None, max_length=200, description="generated when omitted")
     cron_expression: str | None = Field(None, description="5-field cron, or give `structured`")
     structured: dict[str, Any] | None = Field(None, description="the safe form; compiled to cron")
     enabled: bool = True
     task_params: dict[str, Any] = {}
-    description: str = ""
-    category: str = ""
+    description: str = Field("", max_length=10_000)
+    category: str = Field("", max_length=100)
     tags: list[str] = []
     execution_policy: Policy = "allow"
     timezone: str = "UTC"
@@ -46,14 +47,14 @@ class ScheduleIn(Schema):
     )
 
 
-class SchedulePatch(Schema):
+class SchedulePatch(StrictSchema):
     name: str | None = None
     cron_expression: str | None = None
     structured: dict[str, Any] | None = None
     enabled: bool | None = None
     task_params: dict[str, Any] | None = None
-    description: str | None = None
-    category: str | None = None
+    description: str | None = Field(None, max_length=10_000)
+    category: str | None = Field(None, max_length=100)
     tags: list[str] | None = None
     execution_policy: Policy | None = None
     timezone: str | None = None
@@ -131,7 +132,7 @@ def _apply(s: Schedule, data: dict[str, Any], job: JobDefinition) -> None:
         s.timezone = cal.validate_timezone(data["timezone"])
     if data.get("dst_policy") is not None:
         s.dst_policy = cal.validate_dst_policy(data["dst_policy"])
-    validate_params(job.params_schema, merge_params(job.default_params, s.params))
+    validate_params(job.params_schema, merge_params(job.default_params, s.params), kind=job.kind)
     if data.get("name"):
         s.name, s.auto_generated_name = data["name"], False
     elif not s.name or s.auto_generated_name:

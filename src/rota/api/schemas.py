@@ -6,21 +6,36 @@ from datetime import datetime
 from typing import Any
 
 from ninja import Field, Schema
+from pydantic import ConfigDict
 
 from rota.domain.kinds import ExecutionPolicyName, JobKind
 
 
-class JobIn(Schema):
-    name: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+class StrictSchema(Schema):
+    """A request body: a field it does not know is refused (422 naming it, with
+    the closest known name), not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+#: A job's name: starts with a letter or digit, then letters, digits, ``_ . -``
+#: (never ``.``, ``..`` or an option such as ``-rf``).
+JOB_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+Policy = ExecutionPolicyName
+
+
+class JobIn(StrictSchema):
+    name: str = Field(..., min_length=1, max_length=200, pattern=JOB_NAME)
     kind: JobKind
     target: str = Field(..., min_length=1, max_length=500)
     args: list[str] = []
-    timeout: float | None = Field(None, gt=0)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     tags: list[str] = []
     params_schema: dict[str, Any] = {}
     default_params: dict[str, Any] = {}
-    description: str = ""
-    category: str = ""
+    description: str = Field("", max_length=10_000)
+    category: str = Field("", max_length=100)
     max_attempts: int = Field(3, ge=1, le=100)
     #: Delay before the second attempt of a failed run, doubled for each after.
     retry_backoff_seconds: float = Field(10.0, ge=0, le=604800)
@@ -31,6 +46,25 @@ class JobIn(Schema):
     execution_policy: ExecutionPolicyName = "allow"
     subscribed_events: list[str] = []
     enabled: bool = True
+
+
+class JobPatch(StrictSchema):
+    """What ``PATCH /jobs/{name}`` may change, with the checks of :class:`JobIn`."""
+
+    target: str | None = Field(None, min_length=1, max_length=500)
+    args: list[str] | None = None
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
+    tags: list[str] | None = None
+    params_schema: dict[str, Any] | None = None
+    default_params: dict[str, Any] | None = None
+    description: str | None = Field(None, max_length=10_000)
+    category: str | None = Field(None, max_length=100)
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    retry_backoff_seconds: float | None = Field(None, ge=0, le=604800)
+    retry: dict[str, Any] | None = None
+    execution_policy: Policy | None = None
+    subscribed_events: list[str] | None = None
+    enabled: bool | None = None
 
 
 class JobOut(Schema):
@@ -55,7 +89,7 @@ class JobOut(Schema):
     updated_at: datetime
 
 
-class RunIn(Schema):
+class RunIn(StrictSchema):
     """A run of a job, or of a Pyoco flow by name: exactly one of ``job`` and ``flow_name``."""
 
     job: str | None = Field(None, min_length=1)
@@ -129,11 +163,25 @@ class RunPage(Schema):
     next_cursor: str | None
 
 
+class ConsumersOut(Schema):
+    #: Consumers of the NATS account (every process's, watches included).
+    count: int
+    #: Where pressure is reported: the account's limit, else ``nats_consumers_limit``.
+    limit: int
+    #: ok, high (over 80 % of the limit), or full.
+    state: str
+
+
 class HealthOut(Schema):
     status: str
     database: str
     nats: str
     version: str
+    consumers: ConsumersOut | None = None
+    #: Event streams (watches, log tails) open in this web process.
+    open_streams: int = 0
+    #: How many of them one token may hold.
+    streams_per_token: int = 0
 
 
 class ErrorOut(Schema):

@@ -5,16 +5,17 @@ SQL holds, so every process follows within a second or two."""
 from __future__ import annotations
 
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router
 
 from rota.api.auth import ADMIN_AUTH
+from rota.api.schemas import StrictSchema
 from rota.audit import actor_of, record
 from rota.runs.sqlwriter import sql_writer
 
 router = Router(tags=["settings"])
 
 
-class SettingsPatch(Schema):
+class SettingsPatch(StrictSchema):
     continuation_retries: int | None = Field(None, ge=1, le=20)
     continuation_interval_seconds: float | None = Field(None, ge=0.05, le=60)
     log_retention_days: int | None = Field(None, ge=1, le=3650)

@@ -10,13 +10,18 @@ from closing an idle connection. Both streams end after the run's end.
 ``/watch`` follows a KV watch of the run's key, not a poll. When the snapshot is
 gone (it expires ``snapshot_max_age_seconds`` after the run's last change) the
 SQL row is sent as the one and final snapshot.
+
+Streams cost the server a consumer each, so they are bounded (issue 13): the
+consumer is deleted when the stream closes (:mod:`rota.bus.followers`), and one
+token (or session) holds at most ``sse_streams_per_token`` streams at once in
+this process; one more is answered 429 before anything is created.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -26,10 +31,12 @@ from django.http import HttpRequest, StreamingHttpResponse
 from nats.errors import TimeoutError as NatsTimeout
 from ninja import Query, Router, Schema
 
-from rota.bus import subjects
+from rota.api.schemas import ErrorOut
+from rota.bus import followers, subjects
+from rota.conf import get_settings
 from rota.domain.snapshot import decode
 from rota.domain.states import is_terminal
-from rota.errors import InvalidInput, NotFound
+from rota.errors import InvalidInput, NotFound, RotaError
 from rota.models import JobRun
 from rota.runs.logs import follow_chunks, read_logs
 from rota.runs.transitions import RunStore
@@ -61,8 +68,93 @@ async def _row(run_id: str) -> JobRun:
     return row
 
 
-def _stream(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(frames, content_type="text/event-stream")
+class TooManyStreams(RotaError):
+    """This token holds as many event streams as it may."""
+
+    http_status = 429
+
+
+class StreamSlots:
+    """Open event streams per principal (a token, or a session's user) in this
+    process. A slot is taken before the stream's consumer exists and given back
+    when the stream ends, is closed, or is dropped before it started."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def total(self) -> int:
+        return sum(self._open.values())
+
+    def held_by(self, who: str) -> int:
+        return self._open.get(who, 0)
+
+    def guard(self, who: str, limit: int, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``frames``, holding one of ``who``'s at most ``limit`` slots while it
+        lives; TooManyStreams when they are all taken."""
+        if self._open.get(who, 0) >= limit:
+            raise TooManyStreams(
+                f"this token has {limit} event streams open already (watches and log"
+                " tails); close one, or wait for a run to end",
+                hint="raise ROTA_SSE_STREAMS_PER_TOKEN on the server if more are needed",
+            )
+        self._open[who] = self._open.get(who, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                left = self._open.get(who, 1) - 1
+                if left > 0:
+                    self._open[who] = left
+                else:
+                    self._open.pop(who, None)
+
+        async def held() -> AsyncIterator[bytes]:
+            try:
+                async for frame in frames:
+                    followers.raise_if_cancelled()
+                    yield frame
+            finally:
+                release()
+                # Now, not when the collector gets to it: this closes the consumer.
+                await frames.aclose()  # type: ignore[attr-defined]
+
+        guarded = held()
+        # A response dropped before its first frame never runs ``held``.
+        weakref.finalize(guarded, release)
+        return guarded
+
+
+slots = StreamSlots()
+
+
+def _principal(request: HttpRequest) -> str:
+    who = getattr(request, "rota_principal", "")
+    if who:
+        return who
+    user = getattr(request, "user", None)
+    return f"user:{getattr(user, 'pk', '')}"
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """A StreamingHttpResponse that closes its frames when Django closes the
+    response's iterator (the client went away). Django's own ``__aiter__``
+    wraps the frames in two generators and closes only the outer one, leaving
+    ours (and its consumer and slot) to the garbage collector."""
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        frames = self._iterator
+        try:
+            async for part in frames:
+                yield part
+        finally:
+            await frames.aclose()
+
+
+def _stream(request: HttpRequest, frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    frames = slots.guard(_principal(request), get_settings().sse_streams_per_token, frames)
+    response = EventStreamResponse(frames, content_type="text/event-stream")
     for name, value in SSE_HEADERS.items():
         response[name] = value
     return response
@@ -79,7 +171,10 @@ def _heartbeat(params: StreamParams) -> float:
     return params.heartbeat
 
 
-@router.get("/runs/{run_id}/watch", response={200: None})
+_STREAM_ERRORS = {429: ErrorOut, 404: ErrorOut, 422: ErrorOut}
+
+
+@router.get("/runs/{run_id}/watch", response={200: None, **_STREAM_ERRORS})
 async def watch_run(request: HttpRequest, run_id: str, params: Query[StreamParams]):  # type: ignore[no-untyped-def]
     """Server-Sent Events: ``event: snapshot`` (the run as ``GET /runs/{id}``
     returns it) on every change, ``event: heartbeat`` in between; ends after the
@@ -93,7 +188,9 @@ async def watch_run(request: HttpRequest, run_id: str, params: Query[StreamParam
 
     async def frames() -> AsyncIterator[bytes]:
         last = after
-        watcher = await bus.runs.watch(subjects.run_key(run_id))
+        watcher = await bus.runs.watch(
+            subjects.run_key(run_id), inactive_threshold=followers.INACTIVE_SECONDS
+        )
         try:
             # The current value first, read directly: the watch's own marker
             # for "initial values done" can come before them.
@@ -114,6 +211,7 @@ async def watch_run(request: HttpRequest, run_id: str, params: Query[StreamParam
             while True:
                 try:
                     entry = await watcher.updates(timeout=every)
+                    followers.raise_if_cancelled()
                 except NatsTimeout:
                     if not seen:
                         # No snapshot yet (held by the queue policy): a cancel
@@ -136,10 +234,9 @@ async def watch_run(request: HttpRequest, run_id: str, params: Query[StreamParam
                 if snap.terminal:
                     return
         finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+            await followers.drop_watcher(bus.js, watcher)
 
-    return _stream(frames())
+    return _stream(request, frames())
 
 
 def _jsonable(out: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +296,7 @@ async def run_logs(request: HttpRequest, run_id: str, attempt: int | None = None
     return await _output(await get_bus(), await _row(run_id), attempt)
 
 
-@router.get("/runs/{run_id}/logs/tail", response={200: None})
+@router.get("/runs/{run_id}/logs/tail", response={200: None, **_STREAM_ERRORS})
 async def tail_logs(request: HttpRequest, run_id: str, params: Query[StreamParams]):  # type: ignore[no-untyped-def]
     """Server-Sent Events: ``event: log`` frames ``{"attempt", "stream",
     "data"}`` as the run writes output, ``event: heartbeat`` in between, and
@@ -251,4 +348,4 @@ async def tail_logs(request: HttpRequest, run_id: str, params: Query[StreamParam
                 "log", {"attempt": chunk.attempt, "stream": chunk.stream, "data": chunk.data}, last
             )
 
-    return _stream(frames())
+    return _stream(request, frames())

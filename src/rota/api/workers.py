@@ -8,6 +8,7 @@ from typing import Any, Literal
 from django.http import HttpRequest
 from ninja import Query, Router, Schema
 
+from rota.api.schemas import ErrorOut, StrictSchema
 from rota.audit import actor_of, record
 from rota.bus import subjects
 from rota.coordination import registry
@@ -16,7 +17,7 @@ from rota.errors import BackendUnavailable, NotFound
 router = Router(tags=["workers"])
 
 
-class WorkerPatch(Schema):
+class WorkerPatch(StrictSchema):
     hidden: bool
 
 
@@ -90,9 +91,10 @@ async def undock_worker(request: HttpRequest, worker_id: str):  # type: ignore[n
     return await _worker(bus.js, worker_id)
 
 
-@router.post("/workers/{worker_id}/drain")
+@router.post("/workers/{worker_id}/drain", response={200: dict, 404: ErrorOut, 503: ErrorOut})
 async def drain_worker(request: HttpRequest, worker_id: str):  # type: ignore[no-untyped-def]
-    """Tell a worker (over gRPC) to finish its runs and take no more."""
+    """Tell a worker (over gRPC) to finish its runs and take no more. 503 when
+    the worker does not answer in time (``grpc_timeout_seconds``): try again."""
     from rota.api.app import control_client
     from rota.control.client import ControlError
 

@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace) -> int:
     from rota.control.certs import init_certs
     from rota.control.tls import CLUSTER_NAME
+    from rota.private import make_private, private_umask
 
+    private_umask()
+    make_private(Path(args.dir))
     for d in init_certs(Path(args.dir), args.node):
         print(f"wrote {d / 'tls.crt'}, {d / 'tls.key'}, {d / 'ca.crt'}")
     print(f"CA key: {Path(args.dir) / 'ca.key'} (keep it secret; it signs new node certificates)")

@@ -155,8 +155,18 @@ class Stack:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from rota.private import NotPrivate, make_private, private_umask
+
     data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Private at every start, and what the children create (SQLite and its WAL,
+    # the NATS store, logs) private from birth.
+    private_umask()
+    try:
+        fixed = make_private(data_dir)
+    except NotPrivate as exc:
+        raise CommandError(exc.message, hint=exc.hint) from None
+    if fixed:
+        print(f"rota: made {len(fixed)} path(s) in {data_dir} private (0700/0600)", file=sys.stderr)
     previous = _read_env_file(data_dir / ENV_FILE)
 
     from rota.bus.server import EmbeddedNats, NatsServerError, port_in_use

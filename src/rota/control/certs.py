@@ -134,7 +134,7 @@ def write_private(path: Path, data: bytes) -> None:
 
 def write_node(directory: Path, key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> None:
     """Write ``tls.key``, ``tls.crt`` and ``ca.crt`` (the Kubernetes secret layout)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_private(directory / "ca.crt", ca_pem)
     write_private(directory / "tls.key", key_pem)
     write_private(directory / "tls.crt", cert_pem)
@@ -149,7 +149,7 @@ def init_certs(directory: Path, nodes: list[str] | None = None) -> list[Path]:
     kept, so adding nodes later keeps the old certificates valid. Returns the
     directories written.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca_key_path, ca_cert_path = directory / "ca.key", directory / "ca.crt"
     if ca_key_path.exists() and ca_cert_path.exists():
         ca_key, ca_cert = ca_key_path.read_bytes(), ca_cert_path.read_bytes()

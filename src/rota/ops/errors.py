@@ -3,7 +3,6 @@ API answers (``RotaError.http_status``, ``http_body``)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -17,8 +16,10 @@ def error_response(exc: RotaError) -> JsonResponse:
 
 def json_object(request: HttpRequest) -> dict[str, Any]:
     """The JSON object an ops POST sends (an empty body is ``{}``)."""
+    from rota.api.strict import body_of, loads_strict
+
     try:
-        body = json.loads(request.body or b"{}")
+        body = loads_strict(body_of(request) or b"{}")
     except ValueError:
         raise InvalidInput("the body is not JSON") from None
     if not isinstance(body, dict):

@@ -38,7 +38,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError as JsNotFound
 from nats.js.errors import ObjectNotFoundError
 
-from rota.bus import subjects
+from rota.bus import followers, subjects
 from rota.domain.snapshot import tail
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ async def follow_chunks(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after_seq else DeliverPolicy.ALL,
         opt_start_seq=after_seq + 1 if after_seq else None,
         filter_subject=subjects.log_subject(run_id),
+        inactive_threshold=followers.INACTIVE_SECONDS,
     )
     sub = await js.subscribe(
         subjects.log_subject(run_id),
@@ -157,6 +158,7 @@ async def follow_chunks(
         while True:
             try:
                 msg = await sub.next_msg(timeout=idle)
+                followers.raise_if_cancelled()
             except TimeoutError:
                 yield None
                 continue
@@ -174,8 +176,7 @@ async def follow_chunks(
                 eof=bool(rec.get("eof")),
             )
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await followers.drop(js, sub)
 
 
 async def live_tails(

@@ -54,7 +54,7 @@ def prepare(request: RunRequest, *, validate: bool = True) -> tuple[JobRun, RunS
     job = request.job
     params = merge_params(job.default_params, request.params)
     if validate:
-        validate_params(job.params_schema, params)
+        validate_params(job.params_schema, params, kind=job.kind)
     job_retry_policy(job).merged(request.retry)  # a bad override is a 422 here
     now = time.time()
     created = datetime.fromtimestamp(now, tz=UTC)

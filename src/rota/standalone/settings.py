@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -34,6 +35,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Login throttling of the ops UI (issue 13): failures counted per user and
+    # per address in the database, so every web process sees the same counts.
+    "axes",
     "rota",
 ]
 
@@ -46,7 +50,24 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "rota.ops.security.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+#: A user name, or an address, with this many failed logins in a row is locked
+#: out for AXES_COOLOFF_TIME (a success before that resets the count).
+AXES_FAILURE_LIMIT = int(os.environ.get("ROTA_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("ROTA_LOGIN_LOCKOUT_MINUTES", "15")))
+#: Each its own lock: per user name (from any address) and per address (any name).
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+#: Addresses are REMOTE_ADDR; behind a proxy, set AXES_IPWARE_* (django-axes docs).
+AXES_HTTP_RESPONSE_CODE = 429
 
 ROOT_URLCONF = "rota.standalone.urls"
 ASGI_APPLICATION = "rota.standalone.asgi.application"

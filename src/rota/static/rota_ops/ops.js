@@ -467,5 +467,18 @@
     if (tail) { liveTail(tail); }
   });
 
+  /* Stand-ins for inline handlers, which the Content-Security-Policy does not run:
+     a select that submits its form on change, the runs filter's reset button. */
+  document.addEventListener("change", function (ev) {
+    var el = ev.target;
+    if (el && el.matches && el.matches("[data-ops-autosubmit]") && el.form) { el.form.submit(); }
+  });
+  document.addEventListener("click", function (ev) {
+    var el = ev.target && ev.target.closest ? ev.target.closest("[data-ops-reload-runs]") : null;
+    if (el) {
+      setTimeout(function () { if (window.opsRunsTable) { window.opsRunsTable.ajax.reload(); } }, 0);
+    }
+  });
+
   window.ops = { call: call, toast: toast, refreshAll: refreshAll, t: t };
 })();

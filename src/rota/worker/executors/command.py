@@ -1,7 +1,7 @@
 """The ``command`` executor: run an executable in its own process group.
 
 ``snap.target`` is the executable, ``snap.args`` its first arguments and
-``snap.params`` become ``--key value`` options (:func:`params_to_argv`). No shell
+``snap.params`` become ``--key=value`` options (:func:`params_to_argv`). No shell
 is involved. The process gets its own session, so a timeout or a cancel can
 signal everything it started at once with :func:`os.killpg`.
 """
@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from rota.domain.params import PARAM_KEY
 from rota.domain.snapshot import OUTPUT_TAIL_BYTES, RunSnapshot, tail
 from rota.domain.states import RunState
 from rota.runs.logs import LiveOutput, live_output
@@ -48,12 +49,18 @@ def _die_with_worker() -> None:
 def params_to_argv(params: Mapping[str, Any]) -> list[str]:
     """Map run params to command-line options, in the mapping's order.
 
-    ``True`` → ``--key``; ``False``/``None`` → omitted; a list → ``--key v`` once
-    per item; a dict (also inside a list) → its JSON; anything else → ``str()``.
-    Keys are used verbatim (no ``_`` → ``-`` translation).
+    ``True`` → ``--key``; ``False``/``None`` → omitted; a list → ``--key=v`` once
+    per item; a dict (also inside a list) → its JSON; anything else →
+    ``--key=str(value)``. A value is always joined to its option with ``=``, so
+    none can start an option of its own (``{"name": "-rf"}`` → ``--name=-rf``).
+    Keys are used verbatim (no ``_`` → ``-`` translation); a key that is not a
+    plain name raises ValueError (the API refuses those at submit already: this
+    guards runs that reach a worker another way).
     """
     argv: list[str] = []
     for key, value in params.items():
+        if not (isinstance(key, str) and PARAM_KEY.fullmatch(key)):
+            raise ValueError(f"params key {key!r} is not a plain name")
         flag = f"--{key}"
         if value is None or value is False:
             continue
@@ -62,9 +69,11 @@ def params_to_argv(params: Mapping[str, Any]) -> list[str]:
         elif isinstance(value, (list, tuple)):
             for item in value:
                 if item is not None:
-                    argv += [flag, _option_value(item)]
+                    argv.append(f"{flag}={_option_value(item)}")
         else:
-            argv += [flag, _option_value(value)]
+            argv.append(f"{flag}={_option_value(value)}")
+    if any("\x00" in item for item in argv):
+        raise ValueError("params carry a NUL character, which cannot be in an argument")
     return argv
 
 
@@ -121,7 +130,10 @@ class CommandExecutor:
     async def run(self, snap: RunSnapshot, cancel: asyncio.Event) -> Outcome:
         if cancel.is_set():
             return Outcome(RunState.CANCELLED, error_summary="cancelled before start")
-        argv = self.argv(snap)
+        try:
+            argv = self.argv(snap)
+        except ValueError as exc:
+            return Outcome(RunState.FAILED, error_summary=format_summary(str(exc)))
         env = self.environment.apply(job_environ(snap))
         loop = asyncio.get_running_loop()
         capture = _Capture(loop, self.output_limit, live_output.get())

@@ -83,7 +83,7 @@ def ui_stack(tmp_path_factory) -> Iterator[Stack]:
     stop_stack(stack)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     executable = shutil.which("chromium")
     if executable is None:

@@ -88,23 +88,6 @@ def _rota_error(request: HttpRequest, exc: RotaError) -> HttpResponse:
     return api.create_response(request, exc.http_body(), status=exc.http_status)
 
 
-@api.exception_handler(HttpError)
-def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    """ninja's HTTP errors; a body that does not parse says where it goes wrong."""
-    body: dict[str, Any] = {"detail": str(exc)}
-    cause = exc.__cause__
-    if exc.status_code == 400 and isinstance(cause, json.JSONDecodeError):
-        body = {
-            "detail": f"the request body is not valid JSON: {cause.msg} "
-            f"at line {cause.lineno}, column {cause.colno}",
-            "line": cause.lineno,
-            "column": cause.colno,
-        }
-    elif exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
-        body = {"detail": f"the request body is not UTF-8 text (byte {cause.start})"}
-    return api.create_response(request, body, status=exc.status_code)
-
-
 # -- the NATS connection of this process --------------------------------------------
 
 _buses: dict[int, Bus] = {}

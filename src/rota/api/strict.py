@@ -152,6 +152,23 @@ class RotaAPI(NinjaAPI):
             return self.create_response(request, cause.http_body(), status=cause.http_status)
         if isinstance(cause, RequestDataTooBig):
             return self._too_big(request, cause)
+        if exc.status_code == 400 and isinstance(cause, json.JSONDecodeError):
+            return self.create_response(
+                request,
+                {
+                    "detail": f"the request body is not valid JSON: {cause.msg} "
+                    f"at line {cause.lineno}, column {cause.colno}",
+                    "line": cause.lineno,
+                    "column": cause.colno,
+                },
+                status=400,
+            )
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            return self.create_response(
+                request,
+                {"detail": f"the request body is not UTF-8 text (byte {cause.start})"},
+                status=400,
+            )
         if isinstance(cause, ValueError) and exc.status_code == 400:
             return self.create_response(
                 request, {"detail": f"the request body is not JSON: {cause}"}, status=400

@@ -35,8 +35,16 @@ def _job(stack, name: str, **job) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code in (201, 409), r.text
 
 
-def _finished_run(stack, job: str = "nc-echo", **params) -> dict:  # type: ignore[no-untyped-def]
-    _job(stack, job, kind="command", target="echo", args=["hello"], tags=["default"])
+def _finished_run(stack, job: str = "nc-greet", **params) -> dict:  # type: ignore[no-untyped-def]
+    _job(
+        stack,
+        job,
+        kind="command",
+        target="echo",
+        args=["hello"],
+        tags=["default"],
+        params_schema={"type": "object", "properties": {"name": {"type": "string"}}},
+    )
     run_id = stack.client.post("/runs", json={"job": job, "params": params}).json()["run_id"]
     return wait_for(
         lambda: (r := stack.client.get(f"/runs/{run_id}").json())["state"] == "SUCCEEDED" and r,
@@ -126,7 +134,14 @@ def test_bad_payload_names_payload_with_line_and_column(stack):
 
 
 def test_a_repeated_event_says_it_was_a_duplicate(stack):
-    _job(stack, "nc-billing", kind="command", target="echo", subscribed_events=["nc.paid"])
+    _job(
+        stack,
+        "nc-billing",
+        kind="command",
+        target="echo",
+        subscribed_events=["nc.paid"],
+        params_schema={"type": "object", "properties": {"order": {"type": "integer"}}},
+    )
     send = ["events", "send", "nc.paid", "--payload", '{"order": 7}', "--dedupe-key", "nc-7"]
     first = rota(*send, env=stack.env())
     again = rota(*send, env=stack.env())

@@ -286,11 +286,12 @@ def test_doctor_passes_once_the_host_runs(host):
 def test_rota_commands_are_the_cli_commands(host):
     listed = host.manage("help").stdout
     rota_section = listed.split("[rota]")[1].split("[")[0].split()
-    assert rota_section == ["rota_certs", "rota_doctor", "rota_worker"]
+    assert rota_section == ["rota_celery", "rota_certs", "rota_doctor", "rota_worker"]
     for cli, command in (
         (["worker"], "rota_worker"),
         (["certs", "init"], "rota_certs"),
         (["doctor"], "rota_doctor"),
+        (["celery", "import"], "rota_celery"),
     ):
         cli_help = subprocess.run(
             [sys.executable, "-m", "rota", *cli, "--help"],
@@ -387,7 +388,7 @@ def test_failing_command_reaches_failed(host):
 
 def test_long_command_can_be_cancelled(host):
     c = host.client
-    _define(c, "crunch", kind="django", target="crunch")
+    _define(c, "crunch", kind="django", target="crunch", params_schema={"type": "object", "properties": {"seconds": {"type": "number"}}})
     run_id = _submit(c, "crunch", seconds=300)
     wait_for(lambda: c.get(f"/runs/{run_id}").json()["state"] == "RUNNING", timeout=30)
     pids = wait_for(lambda: _processes_running(host, "crunch"), timeout=15)
@@ -403,7 +404,15 @@ def test_long_command_can_be_cancelled(host):
 
 def test_timeout_stops_the_command(host):
     c = host.client
-    _define(c, "crunch-briefly", kind="django", target="crunch", timeout=1.0, max_attempts=1)
+    _define(
+        c,
+        "crunch-briefly",
+        kind="django",
+        target="crunch",
+        timeout=1.0,
+        max_attempts=1,
+        params_schema={"type": "object", "properties": {"seconds": {"type": "number"}}},
+    )
     run = _finished(host, _submit(c, "crunch-briefly", seconds=60))
     assert run["state"] == "TIMED_OUT", run
     assert _processes_running(host, "crunch") == []

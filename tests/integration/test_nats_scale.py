@@ -83,6 +83,16 @@ async def test_two_nodes_grow_to_three_and_rota_moves_to_r3(
         await nc.close()
 
         rota("nats", "join", "--seed", seed, *node_args(2), env=env)
+        # Scale once the meta group knows the third node (JetStream places
+        # replicas only on peers it has heard of).
+        nc = await nats.connect(servers=urls, token=token, connect_timeout=5)
+
+        async def three_peers() -> object:
+            r = await cluster_report(nc, monitor_urls=monitors)
+            return r.meta_size == 3 and len(r.nodes) == 3 and r.meta_leader
+
+        await eventually(three_peers, timeout=60, interval=0.5)
+        await nc.close()
 
         out = rota("nats", "scale", "--nats-url", ",".join(urls), env=env)
         assert (

@@ -681,6 +681,16 @@ def handle_scale(args: argparse.Namespace) -> int:
             nc.jetstream(timeout=30), get_settings(), replicas=args.replicas
         )
 
-    for name, outcome in with_connection(args, work).items():
+    from nats.js.errors import BadRequestError
+
+    try:
+        done = with_connection(args, work)
+    except BadRequestError as exc:
+        raise CommandError(
+            f"JetStream refused the replica count: {exc.description}",
+            hint="a node that has just joined is placed on once the meta group knows it: "
+            "wait until `rota nats status` lists every node, then run this again",
+        ) from None
+    for name, outcome in done.items():
         print(f"{name}: {outcome}")
     return 0

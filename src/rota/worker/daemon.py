@@ -82,13 +82,6 @@ def work_consumer_config(durable: str, *, pinned: bool = False) -> ConsumerConfi
         max_deliver=-1,
         max_ack_pending=-1,
         inactive_threshold=PIN_INACTIVE_SECONDS if pinned else None,
-        # A pinned consumer serves one worker process: one replica in memory. On
-        # three nodes a replicated consumer per worker is a Raft group per worker,
-        # whose heartbeats made most of the cluster's idle traffic; a pinned
-        # consumer lost with its node is created again by its worker, and the
-        # messages it had are still in the (replicated) stream.
-        num_replicas=1 if pinned else None,
-        mem_storage=True if pinned else None,
     )
 
 

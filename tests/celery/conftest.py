@@ -156,3 +156,11 @@ def celery_worker(celery_app, redis_url, tmp_path_factory):
         yield w
     finally:
         w.kill()
+
+
+def session_database_file() -> str:
+    """The SQLite file of this session's test database, for a subprocess to open
+    (pytest-django names it per xdist worker, so not ROTA_TEST_DATABASE_NAME)."""
+    from django.db import connection
+
+    return str(connection.settings_dict["NAME"])

@@ -17,7 +17,7 @@ import pytest
 from rota.domain.states import RunState
 from rota.models import FireRecord, JobDefinition, JobRun, Schedule, SchedulerSettings
 from rota.worker.executors.celery import CeleryExecutor
-from tests.celery.conftest import ROOT
+from tests.celery.conftest import ROOT, session_database_file
 from tests.conftest import eventually, running_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -27,7 +27,7 @@ def start_beat(name: str, log_dir: Path) -> subprocess.Popen:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "ROTA_DATABASE_URL": f"sqlite:///{os.environ['ROTA_TEST_DATABASE_NAME']}",
+        "ROTA_DATABASE_URL": f"sqlite:///{session_database_file()}",
     }
     env.pop("ROTA_TEST_DATABASE_NAME", None)
     return subprocess.Popen(

@@ -17,6 +17,7 @@ from rota.cli.main import main
 from rota.domain.schedules import next_fires
 from rota.models import JobDefinition, Schedule
 from tests.celery.beat_fixture import celery_fires
+from tests.celery.conftest import session_database_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,7 +84,7 @@ def test_django_celery_beat_tables_import_with_the_same_fire_times(capsys, tmp_p
     )
     assert made.returncode == 0, made.stderr
     theirs = json.loads(made.stdout.strip().splitlines()[-1])
-    env["ROTA_DATABASE_URL"] = f"sqlite:///{os.environ['ROTA_TEST_DATABASE_NAME']}"
+    env["ROTA_DATABASE_URL"] = f"sqlite:///{session_database_file()}"
 
     def rota_import(*extra: str) -> str:
         done = subprocess.run(

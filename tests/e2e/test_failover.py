@@ -359,6 +359,7 @@ def test_settings_reach_every_worker_within_two_seconds(cluster):
     assert c.get("/settings").json()["grpc_timeout_seconds"] == 0.8
 
 
+@pytest.mark.slow
 def test_history_under_random_sigkills(cluster, tmp_path):
     """200 runs while 10 SIGKILLs hit random workers (leaders included), each
     replaced at once. Every run ends in exactly one terminal state, and no two

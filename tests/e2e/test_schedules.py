@@ -18,6 +18,7 @@ from tests.e2e.test_failover import cluster  # noqa: F401  (3 workers over 2 nod
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_every_minute_for_three_minutes_with_the_leader_killed(cluster, tmp_path):  # noqa: F811
     c = cluster.stack.client

@@ -388,7 +388,13 @@ def test_failing_command_reaches_failed(host):
 
 def test_long_command_can_be_cancelled(host):
     c = host.client
-    _define(c, "crunch", kind="django", target="crunch", params_schema={"type": "object", "properties": {"seconds": {"type": "number"}}})
+    _define(
+        c,
+        "crunch",
+        kind="django",
+        target="crunch",
+        params_schema={"type": "object", "properties": {"seconds": {"type": "number"}}},
+    )
     run_id = _submit(c, "crunch", seconds=300)
     wait_for(lambda: c.get(f"/runs/{run_id}").json()["state"] == "RUNNING", timeout=30)
     pids = wait_for(lambda: _processes_running(host, "crunch"), timeout=15)

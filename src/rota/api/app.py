@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +13,6 @@ from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Schema, Status
-from ninja.errors import HttpError
 
 import rota
 from rota.api import flows as flows_api

@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 import orjson
-import yaml  # type: ignore[import-untyped]  # pyoco's YAML library; no stubs pinned
+import yaml  # pyoco's YAML library; no stubs pinned
 from pyoco.core.models import Flow, Task
 from pyoco.dsl.graph import build_flow_from_graph
 from pyoco.dsl.syntax import TaskWrapper

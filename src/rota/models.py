@@ -22,7 +22,7 @@ from rota.domain.workers import Thresholds
 _T = Thresholds()
 
 
-def _choices(enum_cls):  # type: ignore[no-untyped-def]
+def _choices(enum_cls):
     return [(m.value, m.value) for m in enum_cls]
 
 
@@ -380,7 +380,7 @@ class ApiToken(models.Model):
     revoked = models.BooleanField(default=False)
 
     @classmethod
-    def issue(cls, user, name: str = "default") -> tuple[ApiToken, str]:  # type: ignore[no-untyped-def]
+    def issue(cls, user, name: str = "default") -> tuple[ApiToken, str]:
         raw = "rota_" + secrets.token_urlsafe(32)
         token = cls.objects.create(
             name=name, user=user, token_hash=hash_token(raw), prefix=raw[5:13]

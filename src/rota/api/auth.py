@@ -107,7 +107,7 @@ class OpsAuth(AuthBase):
                 return None
             user, groups = found
             # Who holds event streams (per-token cap): the token, never its text.
-            request.rota_principal = "token:" + hash_token(raw)[:16]  # type: ignore[attr-defined]
+            request.rota_principal = "token:" + hash_token(raw)[:16]
         else:
             user = getattr(request, "user", None)
             if user is None or not user.is_authenticated:
@@ -139,7 +139,7 @@ def wants_html(request: HttpRequest) -> bool:
     return "text/html" in accept.split(",")[0]
 
 
-def require_view(view):  # type: ignore[no-untyped-def]
+def require_view(view):
     """Guard a plain Django view (the OpenAPI schema and docs) like an API read:
     /health is the only endpoint anyone may call. A browser without a session
     goes to the login page (``LOGIN_URL``) and comes back; a script without a
@@ -152,7 +152,7 @@ def require_view(view):  # type: ignore[no-untyped-def]
     guard = OpsAuth(VIEW)
 
     @wraps(view)
-    def wrapped(request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def wrapped(request, *args, **kwargs):
         try:
             user = guard(request)
         except Forbidden as exc:

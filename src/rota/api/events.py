@@ -59,7 +59,7 @@ def _out(
 
 
 @router.post("/events", response={201: EventOut, 200: EventOut})
-async def post_event(request: HttpRequest, body: EventIn):  # type: ignore[no-untyped-def]
+async def post_event(request: HttpRequest, body: EventIn):
     """Post an event. Every enabled job subscribed to its name gets one run with
     the payload merged into its params. The same ``dedupe_key`` again returns the
     first event and its runs with 200 and creates nothing."""
@@ -80,7 +80,7 @@ class EventFilter(Schema):
 
 
 @router.get("/events")
-async def list_events(request: HttpRequest, filters: Query[EventFilter]):  # type: ignore[no-untyped-def]
+async def list_events(request: HttpRequest, filters: Query[EventFilter]):
     """Events, newest first, with the runs they produced."""
     qs = Event.objects.all()
     if filters.name:

@@ -77,7 +77,7 @@ async def submit_flow(request: HttpRequest, body: RunIn) -> Status:
 YAML_RESPONSES = {201: RunOut, 200: RunOut, 413: ErrorOut, **_ERRORS}
 
 
-async def submit_flow_yaml(  # type: ignore[no-untyped-def]
+async def submit_flow_yaml(
     request: HttpRequest,
     flow: UploadedFile | None = File(None),
     file: UploadedFile | None = File(None),
@@ -131,7 +131,7 @@ async def submit_flow_yaml(  # type: ignore[no-untyped-def]
 
 
 @router.get("/runs/{run_id}/tasks", response={200: TasksOut, **_ERRORS})
-async def get_run_tasks(request: HttpRequest, run_id: str, include: str | None = None):  # type: ignore[no-untyped-def]
+async def get_run_tasks(request: HttpRequest, run_id: str, include: str | None = None):
     """Task states of a flow run, and their records with ``include=records``
     (records may be cut past the size limit: ``task_records_truncated``)."""
     from rota.api.app import get_bus

@@ -53,13 +53,13 @@ class SchedulePatch(StrictSchema):
     structured: dict[str, Any] | None = None
     enabled: bool | None = None
     task_params: dict[str, Any] | None = None
-    description: str | None = Field(None, max_length=10_000)
-    category: str | None = Field(None, max_length=100)
+    description: str | None = Field(default=None, max_length=10_000)
+    category: str | None = Field(default=None, max_length=100)
     tags: list[str] | None = None
     execution_policy: Policy | None = None
     timezone: str | None = None
     dst_policy: str | None = None
-    catch_up_seconds: int | None = Field(None, ge=0, le=7 * 24 * 3600)
+    catch_up_seconds: int | None = Field(default=None, ge=0, le=7 * 24 * 3600)
     retry: dict[str, Any] | None = None
 
 
@@ -197,7 +197,7 @@ def _list(f: ScheduleFilter) -> list[dict[str, Any]]:
 
 
 @router.post("/schedules", response={201: dict, 200: dict}, auth=ADMIN_AUTH)
-async def create_schedule(request: HttpRequest, body: ScheduleIn):  # type: ignore[no-untyped-def]
+async def create_schedule(request: HttpRequest, body: ScheduleIn):
     """Create a schedule of a job. Params are validated against the job's schema
     (422 naming the field); a name is generated when omitted. With an
     ``Idempotency-Key`` header, a repeat returns the first schedule with 200."""
@@ -211,17 +211,17 @@ async def create_schedule(request: HttpRequest, body: ScheduleIn):  # type: igno
 
 
 @router.get("/schedules")
-async def list_schedules(request: HttpRequest, filters: Query[ScheduleFilter]):  # type: ignore[no-untyped-def]
+async def list_schedules(request: HttpRequest, filters: Query[ScheduleFilter]):
     return {"items": await sql_writer().call(_list, filters)}
 
 
 @router.get("/schedules/{schedule_id}")
-async def get_schedule(request: HttpRequest, schedule_id: int):  # type: ignore[no-untyped-def]
+async def get_schedule(request: HttpRequest, schedule_id: int):
     return await sql_writer().call(lambda: schedule_out(_get(schedule_id)))
 
 
 @router.patch("/schedules/{schedule_id}", auth=ADMIN_AUTH)
-async def update_schedule(request: HttpRequest, schedule_id: int, body: SchedulePatch):  # type: ignore[no-untyped-def]
+async def update_schedule(request: HttpRequest, schedule_id: int, body: SchedulePatch):
     s = await sql_writer().call(_update, schedule_id, body.dict(exclude_none=True))
     await record(
         actor_of(request), "schedule.update", s.name, id=s.id, **body.dict(exclude_none=True)
@@ -230,7 +230,7 @@ async def update_schedule(request: HttpRequest, schedule_id: int, body: Schedule
 
 
 @router.delete("/schedules/{schedule_id}", response={204: None}, auth=ADMIN_AUTH)
-async def delete_schedule(request: HttpRequest, schedule_id: int):  # type: ignore[no-untyped-def]
+async def delete_schedule(request: HttpRequest, schedule_id: int):
     s = await sql_writer().call(_get, schedule_id)
     await sql_writer().call(lambda: Schedule.objects.filter(id=schedule_id).delete())
     await record(actor_of(request), "schedule.delete", s.name, id=schedule_id)
@@ -238,19 +238,19 @@ async def delete_schedule(request: HttpRequest, schedule_id: int):  # type: igno
 
 
 @router.post("/schedules/{schedule_id}/enable", auth=ADMIN_AUTH)
-async def enable_schedule(request: HttpRequest, schedule_id: int):  # type: ignore[no-untyped-def]
+async def enable_schedule(request: HttpRequest, schedule_id: int):
     return await update_schedule(request, schedule_id, SchedulePatch(enabled=True))
 
 
 @router.post("/schedules/{schedule_id}/disable", auth=ADMIN_AUTH)
-async def disable_schedule(request: HttpRequest, schedule_id: int):  # type: ignore[no-untyped-def]
+async def disable_schedule(request: HttpRequest, schedule_id: int):
     return await update_schedule(request, schedule_id, SchedulePatch(enabled=False))
 
 
 @router.get("/schedules/{schedule_id}/preview")
 async def preview_schedule(
     request: HttpRequest, schedule_id: int, n: int = Query(10, ge=1, le=500)
-):  # type: ignore[no-untyped-def]
+):
     """The next ``n`` fire times (UTC and local), DST transitions included."""
     from zoneinfo import ZoneInfo
 
@@ -261,7 +261,7 @@ async def preview_schedule(
 
 
 @router.post("/schedules/{schedule_id}/run", response={201: dict})
-async def run_schedule_now(request: HttpRequest, schedule_id: int):  # type: ignore[no-untyped-def]
+async def run_schedule_now(request: HttpRequest, schedule_id: int):
     """Run the schedule's job now with the schedule's params."""
     from rota.api.app import get_bus, run_from_row
     from rota.runs.service import RunRequest, RunService

@@ -143,7 +143,7 @@ class EventStreamResponse(StreamingHttpResponse):
     wraps the frames in two generators and closes only the outer one, leaving
     ours (and its consumer and slot) to the garbage collector."""
 
-    async def __aiter__(self):  # type: ignore[no-untyped-def]
+    async def __aiter__(self):
         frames = self._iterator
         try:
             async for part in frames:
@@ -175,7 +175,7 @@ _STREAM_ERRORS = {429: ErrorOut, 404: ErrorOut, 422: ErrorOut}
 
 
 @router.get("/runs/{run_id}/watch", response={200: None, **_STREAM_ERRORS})
-async def watch_run(request: HttpRequest, run_id: str, params: Query[StreamParams]):  # type: ignore[no-untyped-def]
+async def watch_run(request: HttpRequest, run_id: str, params: Query[StreamParams]):
     """Server-Sent Events: ``event: snapshot`` (the run as ``GET /runs/{id}``
     returns it) on every change, ``event: heartbeat`` in between; ends after the
     terminal snapshot. Resume with ``Last-Event-ID``."""
@@ -258,7 +258,7 @@ class LogsOut(Schema):
     stderr: str
 
 
-async def _output(bus, row: JobRun, attempt: int | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def _output(bus, row: JobRun, attempt: int | None = None) -> dict[str, Any]:
     current = await RunStore(bus.runs).get(row.id)
     terminal = current.snap.terminal if current else is_terminal(row.state)
     if (
@@ -288,7 +288,7 @@ async def _output(bus, row: JobRun, attempt: int | None = None) -> dict[str, Any
 
 
 @router.get("/runs/{run_id}/logs", response=LogsOut)
-async def run_logs(request: HttpRequest, run_id: str, attempt: int | None = None):  # type: ignore[no-untyped-def]
+async def run_logs(request: HttpRequest, run_id: str, attempt: int | None = None):
     """A run's stdout and stderr from wherever they are: while it runs, what it
     wrote so far; then the table (for the retention period); then the archive."""
     from rota.api.app import get_bus
@@ -297,7 +297,7 @@ async def run_logs(request: HttpRequest, run_id: str, attempt: int | None = None
 
 
 @router.get("/runs/{run_id}/logs/tail", response={200: None, **_STREAM_ERRORS})
-async def tail_logs(request: HttpRequest, run_id: str, params: Query[StreamParams]):  # type: ignore[no-untyped-def]
+async def tail_logs(request: HttpRequest, run_id: str, params: Query[StreamParams]):
     """Server-Sent Events: ``event: log`` frames ``{"attempt", "stream",
     "data"}`` as the run writes output, ``event: heartbeat`` in between, and
     ``event: end`` once the run has ended. A run that ended already sends its

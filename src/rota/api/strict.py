@@ -103,9 +103,11 @@ class RotaAPI(NinjaAPI):
         kwargs.setdefault("parser", StrictJsonParser())
         kwargs.setdefault("docs", LocalSwagger())
         super().__init__(*args, **kwargs)
-        self.add_exception_handler(RequestDataTooBig, self._too_big)
-        self.add_exception_handler(MultiPartParserError, self._bad_form)
-        self.add_exception_handler(HttpError, self._http_error)
+        # ninja types a handler's second argument as "the exception or its class";
+        # it only ever passes the instance.
+        self.add_exception_handler(RequestDataTooBig, self._too_big)  # type: ignore[arg-type]
+        self.add_exception_handler(MultiPartParserError, self._bad_form)  # type: ignore[arg-type]
+        self.add_exception_handler(HttpError, self._http_error)  # type: ignore[arg-type]
 
     def validation_error_from_error_contexts(
         self, error_contexts: list[ValidationErrorContext]

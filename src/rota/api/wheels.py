@@ -42,7 +42,7 @@ router = Router(tags=["wheels"])
 _ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
-async def _js():  # type: ignore[no-untyped-def]
+async def _js():
     from rota.api.app import get_bus
 
     return (await get_bus()).js
@@ -64,13 +64,13 @@ def _flag(raw: str | None, *, field: str, default: bool) -> bool:
 
 
 @router.get("/wheels", response={200: list[dict[str, Any]], **_ERRORS})
-async def list_wheels(request: HttpRequest):  # type: ignore[no-untyped-def]
+async def list_wheels(request: HttpRequest):
     """Every wheel in the registry, sorted by name, with its size, digest and tags."""
     return [info_out(i) for i in await (await _registry()).infos()]
 
 
 @router.post("/wheels", response={200: dict[str, Any], 413: ErrorOut, **_ERRORS})
-async def upload_wheel(  # type: ignore[no-untyped-def]
+async def upload_wheel(
     request: HttpRequest,
     wheel: UploadedFile | None = File(None),
     tags: str | None = Form(None),
@@ -104,7 +104,7 @@ async def upload_wheel(  # type: ignore[no-untyped-def]
 
 
 @router.get("/wheels/history", response={200: list[dict[str, Any]], **_ERRORS})
-async def wheel_history(  # type: ignore[no-untyped-def]
+async def wheel_history(
     request: HttpRequest,
     limit: int = 100,
     wheel_name: str | None = None,
@@ -136,7 +136,7 @@ def _stored_name(wheel_filename: str) -> domain.WheelName:
 
 
 @router.get("/wheels/{wheel_filename}", response={200: None, **_ERRORS})
-async def download_wheel(request: HttpRequest, wheel_filename: str):  # type: ignore[no-untyped-def]
+async def download_wheel(request: HttpRequest, wheel_filename: str):
     """The wheel's bytes, checked against the sha256 recorded at upload."""
     name = _stored_name(wheel_filename)
     data, _ = await (await _registry()).download(name.filename)
@@ -146,7 +146,7 @@ async def download_wheel(request: HttpRequest, wheel_filename: str):  # type: ig
 
 
 @router.delete("/wheels/{wheel_filename}", response={200: dict[str, Any], **_ERRORS})
-async def delete_wheel(request: HttpRequest, wheel_filename: str):  # type: ignore[no-untyped-def]
+async def delete_wheel(request: HttpRequest, wheel_filename: str):
     """Remove a wheel; workers fall back to the newest remaining version."""
     name = _stored_name(wheel_filename)
     return await delete_recorded(

@@ -28,13 +28,13 @@ class WorkerFilter(Schema):
     limit: int = 200
 
 
-async def _bus():  # type: ignore[no-untyped-def]
+async def _bus():
     from rota.api.app import get_bus
 
     return await get_bus()
 
 
-async def _worker(js, worker_id: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def _worker(js, worker_id: str) -> dict[str, Any]:
     for w in await registry.list_workers(js):
         if w["worker_id"] == worker_id:
             return w
@@ -42,7 +42,7 @@ async def _worker(js, worker_id: str) -> dict[str, Any]:  # type: ignore[no-unty
 
 
 @router.get("/workers")
-async def list_workers(request: HttpRequest, filters: Query[WorkerFilter]):  # type: ignore[no-untyped-def]
+async def list_workers(request: HttpRequest, filters: Query[WorkerFilter]):
     """Workers with their state (RUNNING, IDLE, DRAINING, STOPPED_GRACEFUL,
     DISCONNECTED, DETACHED) judged by server-side heartbeat ages. ``scope=all``
     includes stopped and lost workers, which stay listed until hidden."""
@@ -59,7 +59,7 @@ async def list_workers(request: HttpRequest, filters: Query[WorkerFilter]):  # t
 
 
 @router.patch("/workers/{worker_id}")
-async def patch_worker(request: HttpRequest, worker_id: str, body: WorkerPatch):  # type: ignore[no-untyped-def]
+async def patch_worker(request: HttpRequest, worker_id: str, body: WorkerPatch):
     """Hide (or show again) a worker in lists. Hiding changes nothing else."""
     bus = await _bus()
     await _worker(bus.js, worker_id)
@@ -69,7 +69,7 @@ async def patch_worker(request: HttpRequest, worker_id: str, body: WorkerPatch):
 
 
 @router.post("/workers/{worker_id}/detach")
-async def detach_worker(request: HttpRequest, worker_id: str):  # type: ignore[no-untyped-def]
+async def detach_worker(request: HttpRequest, worker_id: str):
     """Cut a worker off: it takes no new work, and its runs go through
     supervision (confirmed if it still runs them, else re-dispatched)."""
     bus = await _bus()
@@ -82,7 +82,7 @@ async def detach_worker(request: HttpRequest, worker_id: str):  # type: ignore[n
 
 
 @router.post("/workers/{worker_id}/undock")
-async def undock_worker(request: HttpRequest, worker_id: str):  # type: ignore[no-untyped-def]
+async def undock_worker(request: HttpRequest, worker_id: str):
     """Clear the detach mark. A running worker rejoins under a new id."""
     bus = await _bus()
     await _worker(bus.js, worker_id)
@@ -92,7 +92,7 @@ async def undock_worker(request: HttpRequest, worker_id: str):  # type: ignore[n
 
 
 @router.post("/workers/{worker_id}/drain", response={200: dict, 404: ErrorOut, 503: ErrorOut})
-async def drain_worker(request: HttpRequest, worker_id: str):  # type: ignore[no-untyped-def]
+async def drain_worker(request: HttpRequest, worker_id: str):
     """Tell a worker (over gRPC) to finish its runs and take no more. 503 when
     the worker does not answer in time (``grpc_timeout_seconds``): try again."""
     from rota.api.app import control_client
@@ -113,13 +113,13 @@ async def drain_worker(request: HttpRequest, worker_id: str):  # type: ignore[no
 
 
 @router.get("/leader", tags=["leader"])
-async def get_leader(request: HttpRequest):  # type: ignore[no-untyped-def]
+async def get_leader(request: HttpRequest):
     """The leader with its epoch, and the subleader of each node."""
     return await registry.leadership((await _bus()).js)
 
 
 @router.post("/leader/degrade", tags=["leader"])
-async def degrade_leader(request: HttpRequest):  # type: ignore[no-untyped-def]
+async def degrade_leader(request: HttpRequest):
     """Ask the current leader to step down; it stays out of the next election
     for the cool-down, and a subleader takes over."""
     bus = await _bus()

@@ -177,9 +177,11 @@ _BACKING_OWNED = ("num_replicas", "description")
 _AGED = {subjects.DLQ_STREAM, subjects.LOGS_STREAM}
 
 
-async def _ensure_stream(js: JetStreamContext, config: StreamConfig, *, auto: bool) -> str:
+async def _ensure_stream(
+    js: JetStreamContext, name: str, config: StreamConfig, *, auto: bool
+) -> str:
     try:
-        info = await js.stream_info(config.name)
+        info = await js.stream_info(name)
     except NotFoundError:
         await js.add_stream(config)
         return "created"
@@ -236,7 +238,8 @@ async def ensure_resources(
     r = replicas or await resource_replicas(js, settings)
     outcome: dict[str, str] = {}
     for sc in stream_configs(settings, r):
-        outcome[sc.name] = await _ensure_stream(js, sc, auto=auto)
+        assert sc.name is not None  # every stream rota defines is named
+        outcome[sc.name] = await _ensure_stream(js, sc.name, sc, auto=auto)
     for kc in kv_configs(settings, r):
         try:
             await js.key_value(kc.bucket)
@@ -248,14 +251,16 @@ async def ensure_resources(
                 js, f"KV_{kc.bucket}", r, kc.description, auto=auto
             )
     for oc in object_store_configs(settings, r):
+        bucket = oc.bucket
+        assert bucket is not None  # every store rota defines is named
         try:
-            await js.object_store(oc.bucket)
+            await js.object_store(bucket)
         except (NotFoundError, BadRequestError):
-            await js.create_object_store(bucket=oc.bucket, config=oc)
-            outcome[oc.bucket] = "created"
+            await js.create_object_store(bucket=bucket, config=oc)
+            outcome[bucket] = "created"
         else:
-            outcome[oc.bucket] = await _ensure_backing(
-                js, f"OBJ_{oc.bucket}", r, oc.description, auto=auto
+            outcome[bucket] = await _ensure_backing(
+                js, f"OBJ_{bucket}", r, oc.description, auto=auto
             )
     log.info("nats resources (R%d): %s", r, outcome)
     return outcome

@@ -19,11 +19,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from rota.cli.base import CommandError, env_default, env_help
+
+if TYPE_CHECKING:
+    from rota.bus.server import EmbeddedNats
 
 help = "start NATS, the database, the web server and a worker on this machine"
 
@@ -119,7 +123,7 @@ def _bootstrap_admin(data_dir: Path) -> tuple[str | None, str]:
 class Stack:
     def __init__(self) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.nats = None
+        self.nats: EmbeddedNats | None = None
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         from rota.bus.server import die_with_parent
@@ -205,7 +209,7 @@ def handle(args: argparse.Namespace) -> int:
     if external_nats:
         nats_url = args.nats_url
     else:
-        stack.nats = EmbeddedNats(
+        nats = stack.nats = EmbeddedNats(
             data_dir / "nats",
             port=nats_port,
             token=nats_token,
@@ -213,10 +217,10 @@ def handle(args: argparse.Namespace) -> int:
             log_file=data_dir / "nats.log",
         )
         try:
-            stack.nats.start()
+            nats.start()
         except NatsServerError as exc:
             raise CommandError(exc.message, hint=exc.hint) from None
-        nats_url = stack.nats.url
+        nats_url = nats.url
 
     api_url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     env = {

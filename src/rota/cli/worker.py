@@ -129,7 +129,7 @@ def _no_grpc_fork_handlers() -> None:
     set_worker_only_env("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
-def run_async(coro) -> None:  # type: ignore[no-untyped-def]
+def run_async(coro) -> None:
     try:
         import uvloop
 

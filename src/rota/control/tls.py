@@ -65,7 +65,7 @@ class TlsFiles:
         self._rejected: tuple[tuple[int, ...], ...] | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> TlsFiles:  # type: ignore[no-untyped-def]
+    def from_settings(cls, settings) -> TlsFiles:
         return cls(settings.tls_cert_path, settings.tls_key_path, settings.tls_ca_path)
 
     def _current_stamp(self) -> tuple[tuple[int, ...], ...]:

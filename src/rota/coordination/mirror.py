@@ -34,7 +34,7 @@ class KvMirror:
         self.items: dict[str, Item] = {}
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._watcher = None
+        self._watcher: KeyValue.KeyWatcher | None = None
         self._freshest: Item | None = None
 
     async def start(self) -> None:

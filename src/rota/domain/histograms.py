@@ -123,7 +123,7 @@ class RunTimings:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None, *, bounds: tuple[float, ...] | None = None):  # type: ignore[no-untyped-def]
+    def from_dict(cls, raw: dict[str, Any] | None, *, bounds: tuple[float, ...] | None = None):
         """Load what was stored. With ``bounds``, a histogram stored with other
         bounds starts empty (a projector only adds to histograms it can extend)."""
         raw = raw or {}

@@ -149,7 +149,7 @@ class Projector:
         self._sub = None
         self.timings = TimingsStore(bus)
 
-    async def _subscription(self):  # type: ignore[no-untyped-def]
+    async def _subscription(self):
         if self._sub is None:
             await self._take_over()
             self._sub = await self.bus.js.pull_subscribe_bind(

@@ -196,7 +196,7 @@ class Scheduler:
         *,
         epoch: int,
         thresholds: Callable[[], Thresholds],
-        control=None,  # type: ignore[no-untyped-def]
+        control=None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fence: LeaderFence | None = None,
     ) -> None:

@@ -156,10 +156,10 @@ class Supervisor:
                 t.confirm_window_seconds,
             )
             v = marked
-        self._confirming[v.snap.run_id] = asyncio.create_task(self._confirm(v, endpoint))
-        self._confirming[v.snap.run_id].add_done_callback(
-            lambda _t, run_id=v.snap.run_id: self._confirming.pop(run_id, None)
-        )
+        run_id = v.snap.run_id
+        task = asyncio.create_task(self._confirm(v, endpoint))
+        self._confirming[run_id] = task
+        task.add_done_callback(lambda _t: self._confirming.pop(run_id, None))
         return True
 
     @staticmethod

@@ -16,13 +16,13 @@ from django.db import migrations, models
 WORKER_INDEX = "rota_ops_run_worker"
 
 
-def create_worker_index(apps, schema_editor):  # type: ignore[no-untyped-def]
+def create_worker_index(apps, schema_editor):
     table = schema_editor.quote_name("rota_jobrun")
     collate = ' COLLATE "C"' if schema_editor.connection.vendor == "postgresql" else ""
     schema_editor.execute(f'CREATE INDEX "{WORKER_INDEX}" ON {table} ("worker_id"{collate}, "id")')
 
 
-def drop_worker_index(apps, schema_editor):  # type: ignore[no-untyped-def]
+def drop_worker_index(apps, schema_editor):
     schema_editor.execute(f'DROP INDEX IF EXISTS "{WORKER_INDEX}"')
 
 

@@ -77,18 +77,18 @@ def _refusal(request: HttpRequest, access: Access, level: str) -> HttpResponse |
     raise PermissionDenied(message)
 
 
-def ops_required(level: str = VIEW, post_level: str = OPERATE):  # type: ignore[no-untyped-def]
+def ops_required(level: str = VIEW, post_level: str = OPERATE):
     """Guard an ops view, sync or async: ``level`` for reads, ``post_level`` for
     any other method. Sets ``request.ops`` (an :class:`Access`)."""
 
-    def decorate(view):  # type: ignore[no-untyped-def]
+    def decorate(view):
         def needed(request: HttpRequest) -> str:
             return level if request.method in ("GET", "HEAD") else post_level
 
         if inspect.iscoroutinefunction(view):
 
             @functools.wraps(view)
-            async def async_wrapped(request, *args, **kwargs):  # type: ignore[no-untyped-def]
+            async def async_wrapped(request, *args, **kwargs):
                 user = await request.auser()
                 request.user = user
                 request.ops = await sync_to_async(access_of)(user)
@@ -100,7 +100,7 @@ def ops_required(level: str = VIEW, post_level: str = OPERATE):  # type: ignore[
             return async_wrapped
 
         @functools.wraps(view)
-        def wrapped(request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def wrapped(request, *args, **kwargs):
             request.ops = access_of(request.user)
             refused = _refusal(request, request.ops, needed(request))
             if refused is not None:

@@ -109,7 +109,7 @@ async def wheel_upload(request: HttpRequest) -> HttpResponse:
             upload.read(),
             tags=request.POST.get("tags"),
             replace=True,
-            actor=request_actor(request, request.ops.username),  # type: ignore[attr-defined]
+            actor=request_actor(request, request.ops.username),
             source=request_source(request),
         )
     except RotaError as exc:

@@ -105,7 +105,7 @@ async def worker_page(request: HttpRequest, worker_id: str) -> HttpResponse:
     )
 
 
-async def _control_call(request: HttpRequest, worker_id: str, call, action: str) -> HttpResponse:  # type: ignore[no-untyped-def]
+async def _control_call(request: HttpRequest, worker_id: str, call, action: str) -> HttpResponse:
     """POST only: run a control-plane call on the worker from the web server,
     audit it as ``action``, answer its result as JSON."""
     from rota.audit import record

@@ -58,6 +58,7 @@ class RunStore:
             return None
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return None
+        assert entry.revision is not None  # a stored entry always has one
         return Versioned(decode(entry.value), entry.revision)
 
     async def create(self, snap: RunSnapshot) -> Versioned:

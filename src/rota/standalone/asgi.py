@@ -11,6 +11,7 @@ under ASGI: without them a POST /runs spends a fraction of the CPU.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import django
 from django.core.handlers.asgi import ASGIHandler
@@ -27,9 +28,9 @@ class ApiASGIHandler(ASGIHandler):
     """Django's ASGI handler without middleware."""
 
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
         get_response = self._get_response_async if is_async else self._get_response
         self._middleware_chain = convert_exception_to_response(get_response)
 
@@ -42,11 +43,11 @@ api_app = ApiASGIHandler()
 TOKEN_HEADERS = (b"authorization", b"x-api-key")
 
 
-def _has_token(scope) -> bool:  # type: ignore[no-untyped-def]
+def _has_token(scope) -> bool:
     return any(name in TOKEN_HEADERS for name, _ in scope.get("headers", ()))
 
 
-async def application(scope, receive, send):  # type: ignore[no-untyped-def]
+async def application(scope, receive, send):
     if (
         scope["type"] == "http"
         and not scope["path"].startswith(BROWSER_PREFIXES)

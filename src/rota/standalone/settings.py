@@ -8,6 +8,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -89,8 +90,8 @@ TEMPLATES = [
 ]
 
 
-def database_config(url: str) -> dict:
-    config = dj_database_url.parse(url, conn_max_age=600)
+def database_config(url: str) -> dict[str, Any]:
+    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=600))
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers run beside the one writer; IMMEDIATE takes the write
         # lock at BEGIN so concurrent writers queue instead of failing to upgrade.

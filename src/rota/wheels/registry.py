@@ -57,7 +57,7 @@ class WheelRegistry:
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
 
-    async def _store(self):  # type: ignore[no-untyped-def]
+    async def _store(self):
         return await self.js.object_store(subjects.WHEELS_STORE)
 
     async def infos(self) -> list[api.ObjectInfo]:
